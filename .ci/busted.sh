@@ -1,0 +1,19 @@
+#!/bin/sh
+# Runs busted with the given Lua (or interpreter) and ends with the one line CI
+# reads: "N passed, N failed". Usage: busted.sh LUA BUSTED [busted args...]
+lua=$1 busted=$2
+shift 2
+log=$(mktemp)
+"$lua" "$busted" -o utfTerminal "$@" 2>&1 | tee "$log"
+status=$(tail -c 100000 "$log" | sed 's/\x1b\[[0-9;]*m//g' | grep -E '[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?' | tail -n 1)
+rm -f "$log"
+if [ -z "$status" ]; then
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+passed=$(echo "$status" | sed -E 's/^.*[^0-9]?([0-9]+) successes?.*$/\1/' | grep -oE '[0-9]+$')
+failures=$(echo "$status" | sed -E 's/.* ([0-9]+) failures?.*/\1/')
+errors=$(echo "$status" | sed -E 's/.* ([0-9]+) errors?.*/\1/')
+failed=$((failures + errors))
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

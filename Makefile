@@ -1,0 +1,92 @@
+# deepsigns build. Every path and flag can be overridden: make CC=clang OPT=-O0 ...
+PREFIX      ?= /usr/local
+BUILD       ?= build
+PKG_CONFIG  ?= pkg-config
+LUA_PC      ?= lua5.4
+LUA         ?= lua5.4
+BUSTED      ?= $(shell command -v busted 2>/dev/null || echo /usr/bin/busted)
+LUA_CFLAGS  ?= $(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null)
+LUA_LIBS    ?= $(shell $(PKG_CONFIG) --libs $(LUA_PC) 2>/dev/null)
+BLAS_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags openblas 2>/dev/null)
+BLAS_LIBS   ?= $(shell $(PKG_CONFIG) --libs openblas 2>/dev/null)
+ZLIB_LIBS   ?= -lz
+READLINE_LIBS ?= -lreadline
+OPT         ?= -O3 -march=native
+SAN         ?=
+CC          ?= cc
+CFLAGS      ?= $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fPIC -fvisibility=hidden
+LIBFLAG     ?= -shared
+LDFLAGS     ?=
+# where `make install` (and the rockspec) put things
+LUADIR      ?= $(PREFIX)/share/lua/5.4
+LIBDIR      ?= $(PREFIX)/lib/lua/5.4
+BINDIR      ?= $(PREFIX)/bin
+# where the interpreter looks for the Lua files (the source tree for a plain build)
+DS_LUA_DIR  ?= $(CURDIR)/lua
+
+CORE_SRC := $(wildcard csrc/core/*.c)
+LUA_SRC  := $(wildcard csrc/lua/*.c)
+CORE_OBJ := $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
+LUA_OBJ  := $(LUA_SRC:csrc/%.c=$(BUILD)/obj/%.o)
+HEADERS  := $(wildcard csrc/core/*.h csrc/lua/*.h)
+MODULE   := $(BUILD)/lib/deepsigns/core.so
+INTERP   := $(BUILD)/bin/deepsigns
+ALL_CFLAGS = $(CFLAGS) $(SAN) $(LUA_CFLAGS) $(BLAS_CFLAGS)
+
+.PHONY: all deps test test-slow test-asan demo bench install clean
+all: $(MODULE) $(INTERP)
+
+$(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(MODULE): $(CORE_OBJ) $(LUA_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) $(LIBFLAG) -o $@ $^ $(BLAS_LIBS) $(ZLIB_LIBS) -lm $(LDFLAGS)
+
+$(BUILD)/obj/main.o: csrc/main.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DDS_LUA_DIR='"$(DS_LUA_DIR)"' -c $< -o $@
+
+$(INTERP): $(BUILD)/obj/main.o $(CORE_OBJ) $(LUA_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) -o $@ $^ $(LUA_LIBS) $(BLAS_LIBS) $(ZLIB_LIBS) $(READLINE_LIBS) -lm -ldl -Wl,-E $(LDFLAGS)
+
+# Debian packages the build, the tests and the demo need; installed when root.
+deps:
+	@sh .ci/deps.sh
+
+TEST_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
+           LUA_CPATH="$(CURDIR)/$(BUILD)/lib/?.so;;"
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(TEST_ENV) sh .ci/busted.sh $(LUA) $(BUSTED) --exclude-tags=slow spec
+
+test-slow: deps all
+	@$(TEST_ENV) sh .ci/busted.sh $(LUA) $(BUSTED) --tags=slow spec
+
+# The suite once more with AddressSanitizer and UBSan: the instrumented
+# interpreter runs busted itself, so the module and Lua share one runtime.
+test-asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer" \
+	   SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all
+	@LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
+	 LUA_CPATH="$(CURDIR)/build-asan/lib/?.so;;" ASAN_OPTIONS=detect_leaks=1 \
+	 LSAN_OPTIONS=suppressions=$(CURDIR)/.ci/lsan.supp:print_suppressions=0 \
+	 sh .ci/busted.sh build-asan/bin/deepsigns $(BUSTED) --exclude-tags=slow spec
+
+demo: deps all
+	@$(INTERP) examples/demo.lua
+
+bench: deps all
+	@$(INTERP) examples/bench/run.lua
+
+install: all
+	mkdir -p $(DESTDIR)$(LIBDIR)/deepsigns $(DESTDIR)$(LUADIR) $(DESTDIR)$(BINDIR)
+	cp $(MODULE) $(DESTDIR)$(LIBDIR)/deepsigns/core.so
+	cp -R lua/deepsigns $(DESTDIR)$(LUADIR)/
+	$(MAKE) --no-print-directory BUILD=$(BUILD)/installed DS_LUA_DIR=$(LUADIR) $(BUILD)/installed/bin/deepsigns
+	cp $(BUILD)/installed/bin/deepsigns $(DESTDIR)$(BINDIR)/deepsigns
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,21 @@
+/* The one GEMM of deepsigns. C = alpha * op(A) op(B) + beta * C, row-major,
+ * op(X) = X or X^T. Goes to OpenBLAS's cblas_sgemm, or to the naive loop when
+ * ds_gemm_use_naive(1) was called (used by the specs to cross-check). */
+#ifndef DS_BLAS_H
+#define DS_BLAS_H
+
+#include <stdint.h>
+
+void ds_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+             const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+             int64_t ldc);
+void ds_gemm_naive(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                   int64_t ldc);
+void ds_gemm_use_naive(int on);
+int ds_gemm_is_naive(void);
+
+void ds_set_num_threads(int n);
+int ds_get_num_threads(void);
+
+#endif

@@ -1,0 +1,156 @@
+/* Reductions over everything or over one dimension. */
+#include "error.h"
+#include "ops.h"
+#include <math.h>
+#include <string.h>
+
+ds_tensor *ds_sum_all(ds_tensor *x) {
+  ds_tensor *c = ds_contiguous(x);
+  if (!c) return NULL;
+  double acc = 0;
+  const float *a = ds_data(c);
+  int64_t n = ds_numel(c);
+  for (int64_t i = 0; i < n; i++) acc += a[i];
+  ds_release(c);
+  return ds_scalar_tensor((float)acc);
+}
+
+/* x viewed as outer x len x inner around `dim`. */
+static void split_dims(const ds_tensor *x, int dim, int64_t *outer, int64_t *len, int64_t *inner) {
+  *outer = 1, *inner = 1;
+  for (int d = 0; d < dim; d++) *outer *= x->shape[d];
+  for (int d = dim + 1; d < x->ndim; d++) *inner *= x->shape[d];
+  *len = x->shape[dim];
+}
+
+static ds_tensor *reduced_like(const ds_tensor *x, int dim, int keepdim) {
+  int64_t shape[DS_MAXDIM];
+  int nd = 0;
+  for (int d = 0; d < x->ndim; d++) {
+    if (d == dim) {
+      if (keepdim) shape[nd++] = 1;
+    } else
+      shape[nd++] = x->shape[d];
+  }
+  return ds_tensor_new(nd, shape);
+}
+
+static int check_dim(const char *op, const ds_tensor *x, int dim) {
+  if (dim < 0 || dim >= x->ndim)
+    return ds_error("%s: dimension %d out of range for a %d-dimensional tensor", op, dim + 1, x->ndim);
+  return DS_OK;
+}
+
+ds_tensor *ds_sum_dim(ds_tensor *x, int dim, int keepdim) {
+  if (check_dim("sum", x, dim)) return NULL;
+  ds_tensor *c = ds_contiguous(x), *out = c ? reduced_like(x, dim, keepdim) : NULL;
+  if (!out) {
+    ds_release(c);
+    return NULL;
+  }
+  int64_t outer, len, inner;
+  split_dims(x, dim, &outer, &len, &inner);
+  const float *a = ds_data(c);
+  float *o = ds_data(out);
+  for (int64_t i = 0; i < outer; i++)
+    for (int64_t j = 0; j < len; j++) {
+      const float *row = a + (i * len + j) * inner;
+      float *orow = o + i * inner;
+      for (int64_t k = 0; k < inner; k++) orow[k] += row[k];
+    }
+  ds_release(c);
+  return out;
+}
+
+ds_tensor *ds_sum_to(ds_tensor *g, int ndim, const int64_t *shape) {
+  char s1[128];
+  if (ndim > g->ndim) {
+    ds_error("sum_to: cannot reduce %s to %d dimensions", ds_shape_str(g, s1, sizeof s1), ndim);
+    return NULL;
+  }
+  ds_retain(g);
+  ds_tensor *cur = g;
+  /* sum away leading dims, then size-1 dims (keeping them) */
+  while (cur->ndim > ndim) {
+    ds_tensor *next = ds_sum_dim(cur, 0, 0);
+    ds_release(cur);
+    if (!next) return NULL;
+    cur = next;
+  }
+  for (int d = 0; d < ndim; d++) {
+    if (shape[d] == cur->shape[d]) continue;
+    if (shape[d] != 1) {
+      ds_error("sum_to: cannot reduce %s to the given shape", ds_shape_str(g, s1, sizeof s1));
+      ds_release(cur);
+      return NULL;
+    }
+    ds_tensor *next = ds_sum_dim(cur, d, 1);
+    ds_release(cur);
+    if (!next) return NULL;
+    cur = next;
+  }
+  if (!ds_is_contiguous(cur)) {
+    ds_tensor *c = ds_clone(cur);
+    ds_release(cur);
+    cur = c;
+  }
+  return cur;
+}
+
+ds_tensor *ds_max_all(ds_tensor *x) {
+  if (ds_numel(x) == 0) {
+    ds_error("max: the tensor is empty");
+    return NULL;
+  }
+  ds_tensor *c = ds_contiguous(x);
+  if (!c) return NULL;
+  const float *a = ds_data(c);
+  float m = a[0];
+  int64_t n = ds_numel(c);
+  for (int64_t i = 1; i < n; i++)
+    if (a[i] > m || isnan(a[i])) m = a[i];
+  ds_release(c);
+  return ds_scalar_tensor(m);
+}
+
+int ds_max_dim(ds_tensor *x, int dim, int keepdim, ds_tensor **values, ds_tensor **indices) {
+  if (check_dim("max", x, dim)) return DS_EFAIL;
+  if (x->shape[dim] == 0) return ds_error("max: dimension %d is empty", dim + 1);
+  ds_tensor *c = ds_contiguous(x);
+  ds_tensor *v = c ? reduced_like(x, dim, keepdim) : NULL, *ix = v ? reduced_like(x, dim, keepdim) : NULL;
+  if (!ix) {
+    ds_release(c);
+    ds_release(v);
+    return DS_EFAIL;
+  }
+  int64_t outer, len, inner;
+  split_dims(x, dim, &outer, &len, &inner);
+  const float *a = ds_data(c);
+  float *vo = ds_data(v), *io = ds_data(ix);
+  for (int64_t i = 0; i < outer; i++)
+    for (int64_t k = 0; k < inner; k++) {
+      const float *p = a + i * len * inner + k;
+      float best = p[0];
+      int64_t bi = 0;
+      for (int64_t j = 1; j < len; j++)
+        if (p[j * inner] > best) best = p[j * inner], bi = j;
+      vo[i * inner + k] = best;
+      io[i * inner + k] = (float)bi;
+    }
+  ds_release(c);
+  *values = v;
+  if (indices) *indices = ix;
+  else ds_release(ix);
+  return DS_OK;
+}
+
+int ds_all_finite(ds_tensor *x) {
+  ds_tensor *c = ds_contiguous(x);
+  if (!c) return 0;
+  const float *a = ds_data(c);
+  int64_t n = ds_numel(c);
+  int ok = 1;
+  for (int64_t i = 0; i < n && ok; i++) ok = isfinite(a[i]);
+  ds_release(c);
+  return ok;
+}

@@ -1,0 +1,66 @@
+/* Fused optimiser steps: one pass over each parameter, in place. */
+#include "error.h"
+#include "ops.h"
+#include <math.h>
+
+static int check(const char *op, ds_tensor *p, ds_tensor *g, ds_tensor *s1, ds_tensor *s2) {
+  int64_t n = ds_numel(p);
+  ds_tensor *all[4] = {p, g, s1, s2};
+  for (int i = 0; i < 4; i++)
+    if (all[i] && (!ds_is_contiguous(all[i]) || ds_numel(all[i]) != n)) {
+      char a[128], b[128];
+      return ds_error("%s: parameter %s and its gradient or state %s differ in size or layout", op,
+                      ds_shape_str(p, a, sizeof a), ds_shape_str(all[i], b, sizeof b));
+    }
+  return DS_OK;
+}
+
+int ds_sgd_step(ds_tensor *p, ds_tensor *g, ds_tensor *buf, float lr, float momentum,
+                float dampening, int nesterov, float wd, int first) {
+  if (check("sgd", p, g, buf, NULL)) return DS_EFAIL;
+  float *w = ds_data(p), *b = buf ? ds_data(buf) : NULL;
+  const float *d = ds_data(g);
+  int64_t n = ds_numel(p);
+  for (int64_t i = 0; i < n; i++) {
+    float gi = d[i] + wd * w[i];
+    if (b) {
+      b[i] = first ? gi : momentum * b[i] + (1 - dampening) * gi;
+      gi = nesterov ? gi + momentum * b[i] : b[i];
+    }
+    w[i] -= lr * gi;
+  }
+  return DS_OK;
+}
+
+int ds_adam_step(ds_tensor *p, ds_tensor *g, ds_tensor *m, ds_tensor *v, float lr, float beta1,
+                 float beta2, float eps, float wd, int decoupled, int64_t step) {
+  if (check("adam", p, g, m, v)) return DS_EFAIL;
+  float *w = ds_data(p), *pm = ds_data(m), *pv = ds_data(v);
+  const float *d = ds_data(g);
+  int64_t n = ds_numel(p);
+  float bc1 = 1.0f - powf(beta1, (float)step), bc2 = 1.0f - powf(beta2, (float)step);
+  float step_size = lr / bc1, rbc2 = 1.0f / sqrtf(bc2);
+  for (int64_t i = 0; i < n; i++) {
+    float gi = d[i];
+    if (decoupled) w[i] -= lr * wd * w[i];
+    else gi += wd * w[i];
+    pm[i] = beta1 * pm[i] + (1 - beta1) * gi;
+    pv[i] = beta2 * pv[i] + (1 - beta2) * gi * gi;
+    w[i] -= step_size * pm[i] / (sqrtf(pv[i]) * rbc2 + eps);
+  }
+  return DS_OK;
+}
+
+/* Keras/PyTorch RMSprop: sq = rho sq + (1-rho) g^2; w -= lr g / (sqrt(sq) + eps) */
+int ds_rmsprop_step(ds_tensor *p, ds_tensor *g, ds_tensor *sq, float lr, float rho, float eps, float wd) {
+  if (check("rmsprop", p, g, sq, NULL)) return DS_EFAIL;
+  float *w = ds_data(p), *s = ds_data(sq);
+  const float *d = ds_data(g);
+  int64_t n = ds_numel(p);
+  for (int64_t i = 0; i < n; i++) {
+    float gi = d[i] + wd * w[i];
+    s[i] = rho * s[i] + (1 - rho) * gi * gi;
+    w[i] -= lr * gi / (sqrtf(s[i]) + eps);
+  }
+  return DS_OK;
+}

@@ -1,0 +1,161 @@
+-- Reverse-mode autograd, define-by-run.
+-- Each result of a differentiable op that has an input needing a gradient gets a
+-- node {inputs, needs, backward}; backward(g, needs) returns one gradient per
+-- input (nil where not needed). Inputs never point to outputs, so the graph is a
+-- DAG that Lua's collector frees like anything else. Gradients accumulate.
+local core = require "deepsigns.core"
+
+local getuv, setuv = core.getuv, core.setuv
+local A = {}
+local enabled = true
+
+function A.is_enabled() return enabled end
+
+-- Runs fn with graph recording off (optimiser steps, evaluation).
+function A.no_grad(fn, ...)
+  local prev = enabled
+  enabled = false
+  local res = table.pack(pcall(fn, ...))
+  enabled = prev
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
+end
+
+function A.info(t) return getuv(t) end
+
+function A.needs_grad(t)
+  local u = getuv(t)
+  return u ~= nil and (u.requires_grad or u.node ~= nil)
+end
+
+function A.set_requires_grad(t, on, who)
+  local u = getuv(t)
+  if u and u.node then
+    error((who or "requires_grad") .. ": only leaf tensors can change requires_grad "
+      .. "(this one is the result of an op; use :detach())", 3)
+  end
+  if on then
+    if not u then u = {}; setuv(t, u) end
+    u.requires_grad = true
+  elseif u then
+    u.requires_grad = nil
+  end
+  return t
+end
+
+-- Records `out` as the result of an op on `inputs` (a list) if any needs a gradient.
+function A.record(out, inputs, backward)
+  if not enabled then return out end
+  local needs, any = {}, false
+  for i = 1, #inputs do
+    local x = inputs[i]
+    local n = type(x) == "userdata" and A.needs_grad(x) or false
+    needs[i] = n
+    any = any or n
+  end
+  if any then setuv(out, {node = {inputs = inputs, needs = needs, backward = backward}}) end
+  return out
+end
+
+local function same_shape(a, b)
+  local sa, sb = core.size(a), core.size(b)
+  if #sa ~= #sb then return false end
+  for i = 1, #sa do if sa[i] ~= sb[i] then return false end end
+  return true
+end
+
+local function shape_str(t)
+  local s = core.size(t)
+  return #s == 0 and "scalar" or table.concat(s, "x")
+end
+
+-- Children before parents (iterative DFS post-order over tensors that have nodes).
+local function topo_order(root)
+  local order, state, stack = {}, {}, {root}
+  while #stack > 0 do
+    local t = stack[#stack]
+    local s = state[t]
+    if s == nil then
+      state[t] = 1
+      local u = getuv(t)
+      local node = u and u.node
+      if node and node.inputs then
+        for _, x in ipairs(node.inputs) do
+          local xu = type(x) == "userdata" and getuv(x)
+          if xu and xu.node and state[x] == nil then stack[#stack + 1] = x end
+        end
+      end
+    else
+      stack[#stack] = nil
+      if s == 1 then
+        state[t] = 2
+        order[#order + 1] = t
+      end
+    end
+  end
+  return order
+end
+
+function A.backward(root, grad, retain_graph)
+  local ru = getuv(root)
+  if not (ru and (ru.node or ru.requires_grad)) then
+    error("backward: the tensor does not require grad and has no graph", 3)
+  end
+  if grad == nil then
+    if core.numel(root) ~= 1 then
+      error("backward: output has " .. core.numel(root) .. " elements (" .. shape_str(root)
+        .. "); pass a gradient of that shape for a non-scalar", 3)
+    end
+    grad = core.full(core.size(root), 1)
+  elseif not same_shape(grad, root) then
+    error("backward: gradient " .. shape_str(grad) .. " does not match output " .. shape_str(root), 3)
+  end
+  local handed = {} -- gradients already stored somewhere (never share one tensor)
+  local function own(g)
+    if handed[g] then g = core.clone(g) end
+    handed[g] = true
+    return g
+  end
+  local function to_leaf(u, g)
+    if handed[g] or not core.is_contiguous(g) then g = core.clone(g) end
+    handed[g] = true
+    u.grad = u.grad and core.binary("add", u.grad, g) or g
+  end
+  if not ru.node then -- a leaf: its gradient is the seed itself
+    to_leaf(ru, grad)
+    return
+  end
+  local grads = {[root] = grad}
+  local order = topo_order(root)
+  for i = #order, 1, -1 do
+    local t = order[i]
+    local g = grads[t]
+    grads[t] = nil
+    local node = getuv(t).node
+    if g ~= nil then
+      if not node.backward then
+        error("backward: the graph was already freed; pass retain_graph=true to the first backward", 3)
+      end
+      local gs = table.pack(node.backward(g, node.needs))
+      for j, x in ipairs(node.inputs) do
+        local gi = gs[j]
+        if gi ~= nil and node.needs[j] then
+          if not same_shape(gi, x) then
+            error("backward: gradient " .. shape_str(gi) .. " for input " .. j .. " does not match its shape "
+              .. shape_str(x), 3)
+          end
+          local xu = getuv(x)
+          if xu.node then
+            local prev = grads[x]
+            grads[x] = prev and core.binary("add", prev, gi) or own(gi)
+          else
+            to_leaf(xu, gi)
+          end
+        end
+      end
+    end
+    if not retain_graph then node.backward, node.inputs = nil, {} end
+  end
+end
+
+return A

@@ -1,0 +1,45 @@
+-- deepsigns: DeepSigns watermarks for deep neural networks, on a C tensor core.
+-- local ds = require "deepsigns"   (sets no globals)
+local core = require "deepsigns.core"
+local A = require "deepsigns.autograd"
+local T = require "deepsigns.tensor"
+
+local ds = {version = "0.1.0", core = core, Tensor = T.methods}
+
+for _, name in ipairs {"tensor", "zeros", "ones", "empty", "full", "rand", "randn", "uniform", "normal",
+  "arange", "zeros_like", "ones_like", "cat", "is_tensor"} do
+  ds[name] = T[name]
+end
+
+ds.no_grad = A.no_grad
+ds.is_grad_enabled = A.is_enabled
+
+function ds.manual_seed(n)
+  if math.type(n) ~= "integer" then error("manual_seed: seed must be an integer, got " .. tostring(n), 2) end
+  core.seed(n)
+end
+
+function ds.set_num_threads(n)
+  if math.type(n) ~= "integer" or n < 1 then error("set_num_threads: expects an integer >= 1, got " .. tostring(n), 2) end
+  core.set_num_threads(n)
+end
+ds.get_num_threads = core.get_num_threads
+
+-- {tensors = live tensor headers, bytes = live tensor storage}
+function ds.memory() return core.memory() end
+
+-- A random permutation of 1..n from the seeded generator.
+function ds.randperm(n) return core.randperm(n) end
+
+-- Everything else loads on first use, so `require "deepsigns"` stays quick.
+local lazy = {nn = "deepsigns.nn", optim = "deepsigns.optim", functional = "deepsigns.functional"}
+return setmetatable(ds, {
+  __index = function(t, k)
+    local mod = lazy[k]
+    if mod then
+      local v = require(mod)
+      rawset(t, k, v)
+      return v
+    end
+  end,
+})

@@ -1,0 +1,48 @@
+-- Containers: Sequential (errors name the failing child) and Residual.
+local class = require "deepsigns.class"
+local Module = require "deepsigns.nn.module"
+
+local C = {}
+
+C.Sequential = class("nn.Sequential", Module)
+function C.Sequential:__init(...)
+  Module.__init(self)
+  for i, m in ipairs {...} do self:add(m) end
+end
+
+-- add(module) or add(name, module)
+function C.Sequential:add(a, b)
+  local name, m = a, b
+  if b == nil then name, m = nil, a end
+  if name then m.name = name end
+  return Module.add_child(self, m.name or tostring(#self._children + 1), m) and self
+end
+
+function C.Sequential:forward(x)
+  for i, c in ipairs(self._children) do
+    local ok, out = pcall(c.module, x)
+    if not ok then
+      local label = c.module.__name .. (c.module.name and (" '" .. c.module.name .. "'") or "")
+      error(string.format("in module %d (%s) of nn.Sequential: %s", i, label, tostring(out)), 0)
+    end
+    x = out
+  end
+  return x
+end
+
+function C.Sequential:__len() return #self._children end
+
+-- y = block(x) + shortcut(x) (shortcut defaults to identity)
+C.Residual = class("nn.Residual", Module)
+function C.Residual:__init(block, shortcut)
+  Module.__init(self)
+  self:add_child("block", block)
+  if shortcut then self:add_child("shortcut", shortcut) end
+  self.block, self.shortcut = block, shortcut
+end
+function C.Residual:forward(x)
+  local y = self.block(x)
+  return y + (self.shortcut and self.shortcut(x) or x)
+end
+
+return C
