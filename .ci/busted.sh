@@ -11,9 +11,10 @@ if [ -z "$status" ]; then
   echo "0 passed, 1 failed"
   exit 1
 fi
-passed=$(echo "$status" | sed -E 's/^.*[^0-9]?([0-9]+) successes?.*$/\1/' | grep -oE '[0-9]+$')
-failures=$(echo "$status" | sed -E 's/.* ([0-9]+) failures?.*/\1/')
-errors=$(echo "$status" | sed -E 's/.* ([0-9]+) errors?.*/\1/')
+count() { echo "$status" | grep -oE "[0-9]+ $1" | grep -oE '^[0-9]+'; }
+passed=$(count successes?)
+failures=$(count failures?)
+errors=$(count errors?)
 failed=$((failures + errors))
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

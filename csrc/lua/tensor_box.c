@@ -39,9 +39,13 @@ ds_tensor *lt_opt(lua_State *L, int idx) { return lua_isnoneornil(L, idx) ? NULL
 int lt_dim(lua_State *L, int idx, const ds_tensor *t) {
   lua_Integer d = luaL_checkinteger(L, idx);
   if (d < 0) d += t->ndim + 1;
-  if (d < 1 || d > t->ndim)
-    luaL_error(L, "dimension %d out of range for a %d-dimensional tensor", (int)luaL_checkinteger(L, idx),
-               t->ndim);
+  if (d < 1 || d > t->ndim) {
+    lua_Debug ar;
+    const char *fn = "?";
+    if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name) fn = ar.name;
+    luaL_error(L, "%s: dimension %d out of range for a %d-dimensional tensor", fn,
+               (int)luaL_checkinteger(L, idx), t->ndim);
+  }
   return (int)d - 1;
 }
 

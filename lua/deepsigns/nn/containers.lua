@@ -23,7 +23,9 @@ function C.Sequential:forward(x)
     local ok, out = pcall(c.module, x)
     if not ok then
       local label = c.module.__name .. (c.module.name and (" '" .. c.module.name .. "'") or "")
-      error(string.format("in module %d (%s) of nn.Sequential: %s", i, label, tostring(out)), 0)
+      -- the child's "file:line:" prefix points inside the library: drop it
+      local msg = tostring(out):gsub("^[^:\n]+%.lua:%d+: ", "")
+      error(string.format("in module %d (%s) of nn.Sequential: %s", i, label, msg), 0)
     end
     x = out
   end

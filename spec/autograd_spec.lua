@@ -1,0 +1,193 @@
+local H = require "helper"
+local ds = H.ds
+local F = ds.functional
+local gradcheck, rnd = H.gradcheck, H.away_from_zero
+
+describe("autograd", function()
+  before_each(function() ds.manual_seed(7) end)
+
+  it("computes gradients of a simple expression", function()
+    local x = ds.tensor({1, 2, 3}, {requires_grad = true})
+    local y = (x * x * 3 + x):sum()
+    y:backward()
+    assert.tensor_near({7, 13, 19}, x.grad)
+  end)
+
+  it("accumulates on fan-out and across backward calls", function()
+    local x = ds.tensor({2}, {requires_grad = true})
+    local y = x * x + x * 3 + x -- x used four times
+    y:sum():backward()
+    assert.tensor_near({8}, x.grad)
+    local z = (x * 2):sum()
+    z:backward()
+    assert.tensor_near({10}, x.grad)
+    local a = ds.tensor({1, 1}, {requires_grad = true})
+    local b = ds.tensor({1, 1}, {requires_grad = true})
+    ;(a + b):sum():backward()
+    a.grad:fill(5)
+    assert.tensor_near({1, 1}, b.grad) -- gradients never share storage
+  end)
+
+  it("does not record under no_grad and cuts graphs with detach", function()
+    local x = ds.randn(3):requires_grad()
+    local y = ds.no_grad(function() return x * 2 end)
+    assert.is_true(y:is_leaf())
+    assert.has_error(function() y:sum():backward() end, "backward: the tensor does not require grad and has no graph")
+    local d = (x * 2):detach()
+    assert.is_true(d:is_leaf())
+    assert.is_true(ds.is_grad_enabled())
+    assert.has_error(function() ds.no_grad(function() error("boom") end) end)
+    assert.is_true(ds.is_grad_enabled())
+  end)
+
+  it("frees the graph after backward unless retain_graph", function()
+    local x = ds.randn(3):requires_grad()
+    local y = (x:exp()):sum()
+    y:backward(nil, true)
+    y:backward()
+    assert.tensor_near(x:exp() * 2, x.grad)
+    assert.has_error(function() y:backward() end,
+      "backward: the graph was already freed; pass retain_graph=true to the first backward")
+  end)
+
+  it("needs a gradient for a non-scalar output", function()
+    local x = ds.randn(2, 2):requires_grad()
+    local y = x * 2
+    assert.has_error(function() y:backward() end,
+      "backward: output has 4 elements (2x2); pass a gradient of that shape for a non-scalar")
+    assert.has_error(function() y:backward(ds.ones(3)) end, "backward: gradient 3 does not match output 2x2")
+    y:backward(ds.ones(2, 2))
+    assert.tensor_near(ds.full({2, 2}, 2), x.grad)
+  end)
+
+  it("refuses requires_grad changes on non-leaves", function()
+    local x = ds.randn(2):requires_grad()
+    assert.has_error(function() (x * 2):requires_grad(false) end)
+  end)
+
+  it("returns memory to baseline after a training step", function()
+    local nn = ds.nn
+    local m = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    local opt = ds.optim.SGD(m:parameters(), {lr = 0.1, momentum = 0.9})
+    local x, y = ds.randn(10, 8), ds.tensor{0, 1, 2, 0, 1, 2, 0, 1, 2, 0}
+    local function step()
+      opt:zero_grad()
+      nn.cross_entropy(m(x), y):backward()
+      opt:step()
+    end
+    step(); opt:zero_grad()
+    collectgarbage(); collectgarbage()
+    local base = ds.memory()
+    for _ = 1, 5 do step() end
+    opt:zero_grad()
+    collectgarbage(); collectgarbage()
+    local after = ds.memory()
+    assert.equal(base.tensors, after.tensors)
+    assert.equal(base.bytes, after.bytes)
+  end)
+
+  describe("gradient checks", function()
+    it("elementwise ops with broadcasting", function()
+      local a, b, c = ds.randn(3, 4), ds.randn(4), ds.randn(3, 1)
+      gradcheck(function(x, y, z) return (x + y) * z - x / (y:abs() + 1) end, {a, b, c})
+      gradcheck(function(x, y) return x - y * 2 end, {ds.randn(2, 3), ds.randn(1, 3)})
+      gradcheck(function(x, y) return x:maximum(y) + x:minimum(y) * 2 end, {rnd(3, 3), rnd(3, 3) + 0.3})
+      gradcheck(function(x) return 1 / (x:abs() + 0.5) end, {ds.randn(5)})
+    end)
+
+    it("unary math", function()
+      local pos = ds.rand(6) + 0.5
+      for _, name in ipairs {"exp", "log", "sqrt", "sigmoid", "tanh", "abs", "neg", "square"} do
+        gradcheck(function(x) return x[name](x) end, {name == "abs" and rnd(6) or pos:clone()})
+      end
+      gradcheck(function(x) return x:relu() end, {rnd(4, 4)})
+      gradcheck(function(x) return x:pow(3) + x:pow(0.5) end, {pos:clone()})
+      gradcheck(function(x) return x:clamp(-0.5, 0.5) end, {rnd(8) * 0.7})
+    end)
+
+    it("reductions", function()
+      gradcheck(function(x) return x:sum() end, {ds.randn(3, 4)})
+      gradcheck(function(x) return x:sum(2) end, {ds.randn(3, 4)})
+      gradcheck(function(x) return x:sum(1, true) end, {ds.randn(3, 4)})
+      gradcheck(function(x) return x:mean(2) + x:mean() end, {ds.randn(3, 4)})
+      gradcheck(function(x) return (x:max(2)) end, {ds.randn(3, 5)})
+      gradcheck(function(x) return x:max() end, {ds.randn(3, 5)})
+    end)
+
+    it("matmul, 1-D, 2-D and batched", function()
+      gradcheck(function(a, b) return a:matmul(b) end, {ds.randn(3, 4), ds.randn(4, 2)})
+      gradcheck(function(a, b) return a:matmul(b:t()) end, {ds.randn(3, 4), ds.randn(2, 4)})
+      gradcheck(function(a, b) return a:matmul(b) end, {ds.randn(2, 3, 4), ds.randn(2, 4, 5)})
+      gradcheck(function(a, b) return a:matmul(b) end, {ds.randn(4), ds.randn(4, 3)})
+      gradcheck(function(a, b) return a:matmul(b) end, {ds.randn(3, 4), ds.randn(4)})
+    end)
+
+    it("views, copies, indexing and concatenation", function()
+      gradcheck(function(x) return x:reshape(6, 2):transpose(1, 2) * 1 end, {ds.randn(3, 4)})
+      gradcheck(function(x) return x:narrow(2, 2, 2) * 3 end, {ds.randn(3, 4)})
+      gradcheck(function(x) return x:select(1, 2) * 3 end, {ds.randn(3, 4)})
+      local w = ds.randn(3, 4)
+      gradcheck(function(x) return x:expand(3, 4) * w end, {ds.randn(1, 4)})
+      gradcheck(function(x) return x:index_select({3, 1, 3}) end, {ds.randn(4, 2)})
+      gradcheck(function(x, y) return ds.cat({x, y, x}, 2) end, {ds.randn(2, 3), ds.randn(2, 1)})
+      gradcheck(function(x) return x:flatten() end, {ds.randn(2, 3, 2)})
+      gradcheck(function(x) return F.gather_rows(x, ds.tensor{2, 0, 1}) end, {ds.randn(3, 3)})
+      gradcheck(function(a, b) return F.sqdist(a, b) end, {ds.randn(4, 3), ds.randn(2, 3)})
+    end)
+
+    it("linear with and without bias", function()
+      gradcheck(F.linear, {ds.randn(5, 4), ds.randn(3, 4), ds.randn(3)})
+      gradcheck(F.linear, {ds.randn(5, 4), ds.randn(3, 4)})
+    end)
+
+    it("conv2d with stride and padding", function()
+      gradcheck(function(x, w, b) return F.conv2d(x, w, b) end, {ds.randn(2, 2, 5, 5), ds.randn(3, 2, 3, 3), ds.randn(3)})
+      gradcheck(function(x, w, b) return F.conv2d(x, w, b, {stride = 2, padding = 1}) end,
+        {ds.randn(2, 3, 6, 5), ds.randn(2, 3, 3, 3), ds.randn(2)})
+      gradcheck(function(x, w) return F.conv2d(x, w, nil, {stride = {1, 2}, padding = {2, 0}}) end,
+        {ds.randn(1, 2, 4, 6), ds.randn(2, 2, 2, 3)})
+    end)
+
+    it("pooling", function()
+      -- distinct values keep max pooling away from ties
+      local x = ds.randperm(2 * 2 * 6 * 6)
+      local t = (ds.tensor(x) * 0.05):reshape(2, 2, 6, 6)
+      gradcheck(function(v) return F.max_pool2d(v, 2) end, {t:clone()}, {h = 1e-3})
+      gradcheck(function(v) return F.max_pool2d(v, 3, {stride = 2, padding = 1}) end, {t:clone()})
+      gradcheck(function(v) return F.avg_pool2d(v, 2) end, {ds.randn(2, 2, 4, 4)})
+      gradcheck(function(v) return F.avg_pool2d(v, 3, {stride = 2, padding = 1}) end, {ds.randn(1, 2, 5, 5)})
+      gradcheck(function(v) return F.global_avg_pool(v) end, {ds.randn(2, 3, 3, 3)})
+    end)
+
+    it("softmax, log-softmax and the losses", function()
+      gradcheck(F.softmax, {ds.randn(3, 5)})
+      gradcheck(F.log_softmax, {ds.randn(3, 5)})
+      local labels = ds.tensor{1, 0, 4}
+      gradcheck(function(x) return F.cross_entropy(x, labels) end, {ds.randn(3, 5)})
+      gradcheck(function(x) return F.cross_entropy(x, labels, {label_smoothing = 0.1}) end, {ds.randn(3, 5)})
+      local soft = F.softmax(ds.randn(3, 5))
+      gradcheck(function(x) return F.cross_entropy(x, soft) end, {ds.randn(3, 5)})
+      gradcheck(function(x) return F.soft_cross_entropy(x, soft, 3) end, {ds.randn(3, 5)})
+      gradcheck(function(a, b) return F.mse(a, b) end, {ds.randn(4, 2), ds.randn(4, 2)})
+      local target = ds.tensor{0, 1, 1, 0}
+      gradcheck(function(p) return F.bce(p, target) end, {ds.rand(4) * 0.8 + 0.1})
+    end)
+
+    it("dropout with a fixed mask", function()
+      local x = ds.randn(4, 5)
+      local function f(v) ds.manual_seed(11); return F.dropout(v, 0.3, true) end
+      gradcheck(f, {x})
+      assert.equal(x, F.dropout(x, 0.3, false))
+    end)
+
+    it("batch norm in train and eval mode, 1-D and 2-D", function()
+      local function bn(c, training)
+        local state = {running_mean = ds.zeros(c), running_var = ds.ones(c) * 1.5, momentum = 0.1, eps = 1e-5}
+        return function(x, w, b) return F.batch_norm(x, w, b, state, training) end
+      end
+      gradcheck(bn(3, true), {ds.randn(6, 3), ds.randn(3), ds.randn(3)}, {atol = 2e-3})
+      gradcheck(bn(2, true), {ds.randn(3, 2, 3, 3), ds.randn(2), ds.randn(2)}, {atol = 2e-3})
+      gradcheck(bn(2, false), {ds.randn(3, 2, 2, 2), ds.randn(2), ds.randn(2)})
+    end)
+  end)
+end)
