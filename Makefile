@@ -1,20 +1,22 @@
-# deepsigns build. Every path and flag can be overridden: make CC=clang OPT=-O0 ...
+# deepsigns build. Every path and flag can be overridden: make CC=clang CFLAGS=-O0 ...
 PREFIX      ?= /usr/local
 BUILD       ?= build
 PKG_CONFIG  ?= pkg-config
 LUA_PC      ?= lua5.4
 LUA         ?= lua5.4
 BUSTED      ?= $(shell command -v busted 2>/dev/null || echo /usr/bin/busted)
-LUA_CFLAGS  ?= $(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null)
+LUA_INCDIR  ?=
+LUA_CFLAGS  ?= $(if $(LUA_INCDIR),-I$(LUA_INCDIR),$(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null))
 LUA_LIBS    ?= $(shell $(PKG_CONFIG) --libs $(LUA_PC) 2>/dev/null)
 BLAS_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags openblas 2>/dev/null)
 BLAS_LIBS   ?= $(shell $(PKG_CONFIG) --libs openblas 2>/dev/null)
 ZLIB_LIBS   ?= -lz
 READLINE_LIBS ?= -lreadline
-OPT         ?= -O3 -march=native
 SAN         ?=
 CC          ?= cc
-CFLAGS      ?= $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fPIC -fvisibility=hidden
+CFLAGS      ?= -O3 -march=native -g
+# always on: the language level, warnings, and exporting only luaopen_deepsigns_core
+DS_CFLAGS   := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fPIC -fvisibility=hidden
 LIBFLAG     ?= -shared
 LDFLAGS     ?=
 # where `make install` (and the rockspec) put things
@@ -31,7 +33,7 @@ LUA_OBJ  := $(LUA_SRC:csrc/%.c=$(BUILD)/obj/%.o)
 HEADERS  := $(wildcard csrc/core/*.h csrc/lua/*.h)
 MODULE   := $(BUILD)/lib/deepsigns/core.so
 INTERP   := $(BUILD)/bin/deepsigns
-ALL_CFLAGS = $(CFLAGS) $(SAN) $(LUA_CFLAGS) $(BLAS_CFLAGS)
+ALL_CFLAGS = $(CFLAGS) $(DS_CFLAGS) $(SAN) $(LUA_CFLAGS) $(BLAS_CFLAGS)
 
 .PHONY: all deps test test-slow test-asan demo bench install clean
 all: $(MODULE) $(INTERP)
@@ -68,7 +70,7 @@ test-slow: deps all
 # The suite once more with AddressSanitizer and UBSan: the instrumented
 # interpreter runs busted itself, so the module and Lua share one runtime.
 test-asan: deps
-	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer" \
+	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	   SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all
 	@LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
 	 LUA_CPATH="$(CURDIR)/build-asan/lib/?.so;;" ASAN_OPTIONS=detect_leaks=1 \
@@ -85,7 +87,7 @@ install: all
 	mkdir -p $(DESTDIR)$(LIBDIR)/deepsigns $(DESTDIR)$(LUADIR) $(DESTDIR)$(BINDIR)
 	cp $(MODULE) $(DESTDIR)$(LIBDIR)/deepsigns/core.so
 	cp -R lua/deepsigns $(DESTDIR)$(LUADIR)/
-	$(MAKE) --no-print-directory BUILD=$(BUILD)/installed DS_LUA_DIR=$(LUADIR) $(BUILD)/installed/bin/deepsigns
+	$(MAKE) --no-print-directory BUILD=$(BUILD)/installed DS_LUA_DIR= $(BUILD)/installed/bin/deepsigns
 	cp $(BUILD)/installed/bin/deepsigns $(DESTDIR)$(BINDIR)/deepsigns
 
 clean:

@@ -15,8 +15,10 @@
 #include <string.h>
 #include <unistd.h>
 
+/* The source tree's lua/ for a plain build; empty for an installed copy, which
+ * finds its Lua files beside it in <prefix>/share/lua/5.4 (or on the default path). */
 #ifndef DS_LUA_DIR
-#define DS_LUA_DIR "/usr/local/share/lua/5.4"
+#define DS_LUA_DIR ""
 #endif
 
 int luaopen_deepsigns_core(lua_State *L);
@@ -48,14 +50,28 @@ static int report(lua_State *L, int status) {
   return status;
 }
 
-static void setup_paths(lua_State *L) {
-  const char *dir = getenv("DEEPSIGNS_LUA_DIR");
-  if (!dir) dir = DS_LUA_DIR;
-  lua_getglobal(L, "package");
+static void prepend_path(lua_State *L, const char *dir) {
   lua_getfield(L, -1, "path");
   lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
   lua_setfield(L, -3, "path");
   lua_pop(L, 1);
+}
+
+static void setup_paths(lua_State *L) {
+  lua_getglobal(L, "package");
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 64);
+  if (n > 0) {
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (slash) {
+      strcpy(slash, "/../share/lua/5.4");
+      prepend_path(L, exe);
+    }
+  }
+  if (DS_LUA_DIR[0]) prepend_path(L, DS_LUA_DIR);
+  const char *dir = getenv("DEEPSIGNS_LUA_DIR");
+  if (dir && *dir) prepend_path(L, dir);
   lua_getfield(L, -1, "preload");
   lua_pushcfunction(L, luaopen_deepsigns_core);
   lua_setfield(L, -2, "deepsigns.core");
@@ -147,7 +163,7 @@ static char *completion_generator(const char *text, int state) {
       const char *end = seg;
       while (end < sep && *end != '.' && *end != ':') end++;
       lua_pushlstring(L, seg, (size_t)(end - seg));
-      if (lua_type(L, -2) == LUA_TTABLE) lua_rawget(L, -2);
+      if (lua_type(L, -2) == LUA_TTABLE) lua_gettable(L, -2); /* may load a lazy module */
       else if (lua_type(L, -2) == LUA_TUSERDATA && luaL_getmetafield(L, -2, "__index") == LUA_TTABLE) {
         lua_insert(L, -2);
         lua_rawget(L, -2);
@@ -185,9 +201,12 @@ static char *completion_generator(const char *text, int state) {
         }
         lua_pop(L, 1);
       }
-      /* then the __index table of a class-like table's metatable */
+      /* then names the metatable offers: __keys (lazy fields) or an __index table */
       if (!lua_getmetatable(L, -1)) break;
-      lua_getfield(L, -1, "__index");
+      if (lua_getfield(L, -1, "__keys") != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_getfield(L, -1, "__index");
+      }
       lua_remove(L, -2);
       lua_remove(L, -2);
     }

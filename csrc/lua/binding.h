@@ -26,5 +26,6 @@ int64_t *lt_indices(lua_State *L, int idx, int64_t bound, int64_t *n);
 void lt_open_tensor(lua_State *L);
 void lt_open_ops(lua_State *L);
 void lt_open_nn(lua_State *L);
+void lt_open_sys(lua_State *L);
 
 #endif

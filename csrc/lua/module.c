@@ -6,5 +6,6 @@ __attribute__((visibility("default"))) int luaopen_deepsigns_core(lua_State *L) 
   lt_open_tensor(L);
   lt_open_ops(L);
   lt_open_nn(L);
+  lt_open_sys(L);
   return 1;
 }

@@ -28,12 +28,17 @@ ds.get_num_threads = core.get_num_threads
 -- {tensors = live tensor headers, bytes = live tensor storage}
 function ds.memory() return core.memory() end
 
+-- Monotonic wall-clock seconds (for timing), and resident memory in bytes.
+ds.clock = core.clock
+function ds.rss() return {current = core.rss(), peak = core.peak_rss()} end
+
 -- A random permutation of 1..n from the seeded generator.
 function ds.randperm(n) return core.randperm(n) end
 
 -- Everything else loads on first use, so `require "deepsigns"` stays quick.
 local lazy = {nn = "deepsigns.nn", optim = "deepsigns.optim", functional = "deepsigns.functional"}
 return setmetatable(ds, {
+  __keys = lazy, -- for the REPL's tab completion
   __index = function(t, k)
     local mod = lazy[k]
     if mod then

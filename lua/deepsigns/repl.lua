@@ -9,7 +9,7 @@ local function key_str(k)
 end
 
 local function show_value(v, indent, seen, depth)
-  if T.is_tensor(v) then return tostring(v):gsub("\n", "\n" .. indent) end
+  if T.is_tensor(v) then return (tostring(v):gsub("\n", "\n" .. indent)) end
   if type(v) == "string" then return string.format("%q", v) end
   if type(v) ~= "table" then return tostring(v) end
   local mt = getmetatable(v)

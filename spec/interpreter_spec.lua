@@ -1,0 +1,103 @@
+local H = require "helper"
+
+local bin = H.root .. "/build/bin/deepsigns"
+
+local function run(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1"))
+  local out = p:read("a")
+  local ok, _, code = p:close()
+  return out, ok and 0 or code
+end
+
+local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+describe("the deepsigns interpreter", function()
+  it("runs a chunk with ds bound", function()
+    local out, code = run(bin .. " -e " .. q("print(ds.randn(2,3):matmul(ds.ones(3,2)):size(1))"))
+    assert.equal(0, code)
+    assert.equal("2\n", out)
+  end)
+
+  it("runs a script with arg as lua does", function()
+    local dir = H.tmpdir()
+    local f = assert(io.open(dir .. "/s.lua", "w"))
+    f:write('local a, b = ...\nprint(arg[0]:match("s.lua$"), arg[1], arg[2], a, b, #arg)\n')
+    f:close()
+    local out, code = run(bin .. " " .. dir .. "/s.lua x y")
+    assert.equal(0, code)
+    assert.equal("s.lua\tx\ty\tx\ty\t2\n", out)
+  end)
+
+  it("exits non-zero with the error and a traceback when a script fails", function()
+    local out, code = run(bin .. " -e " .. q("error('boom')"))
+    assert.is_not.equal(0, code)
+    assert.matches("deepsigns: %(command line%):1: boom", out)
+    assert.matches("stack traceback", out)
+    local out2, code2 = run(bin .. " /nonexistent/script.lua")
+    assert.is_not.equal(0, code2)
+    assert.matches("cannot open /nonexistent/script.lua", out2)
+  end)
+
+  it("opens a REPL that prints tensors, tables and multi-line input", function()
+    local input = table.concat({
+      "ds.randn(2,3):matmul(ds.ones(3,2))",
+      "x = 1 +",
+      "41",
+      "x",
+      "{a = 1, b = {1, 2}}",
+      "error('oops')",
+      "ds.ones(2)",
+    }, "\n") .. "\n"
+    local dir = H.tmpdir()
+    local f = assert(io.open(dir .. "/in.txt", "w")); f:write(input); f:close()
+    local out, code = run("HOME=" .. dir .. " " .. bin .. " < " .. dir .. "/in.txt")
+    assert.equal(0, code)
+    assert.matches("%[deepsigns.Tensor float32 2x2%]", out)
+    assert.matches("\n42\n", out)
+    assert.matches("{a = 1, b = {1, 2}}", out, 1, true)
+    assert.matches("oops", out)
+    assert.matches(" 1  1\n%[deepsigns.Tensor float32 2%]\n", out)
+    -- history is kept
+    local hf = io.open(dir .. "/.deepsigns_history")
+    assert.is_not_nil(hf)
+    assert.matches("x = 1 +\n41", hf:read("a"), 1, true)
+    hf:close()
+  end)
+
+  it("completes names with tab (ds.nn.Li -> ds.nn.Linear)", function()
+    if os.execute("command -v tmux >/dev/null 2>&1") ~= true then
+      pending("tmux is not installed")
+      return
+    end
+    local dir = H.tmpdir()
+    local sess = "dscomp" .. tostring(os.time()) .. math.random(1000)
+    os.execute(string.format("HOME=%s tmux new-session -d -s %s -x 120 -y 20 %s", dir, sess, bin))
+    os.execute("sleep 0.5")
+    os.execute(string.format("tmux send-keys -t %s 'x = ds.nn.Li' Tab", sess))
+    os.execute("sleep 0.5")
+    local screen = run(string.format("tmux capture-pane -p -t %s", sess))
+    os.execute(string.format("tmux kill-session -t %s", sess))
+    assert.matches("x = ds.nn.Linear", screen, 1, true)
+  end)
+end)
+
+describe("an installed copy", function()
+  it("installs with luarocks and loads from a plain lua5.4", function()
+    if os.execute("command -v luarocks >/dev/null 2>&1") ~= true then
+      pending("luarocks is not installed")
+      return
+    end
+    local tree = H.tmpdir()
+    local out, code = run(string.format("cd %s && luarocks --lua-version=5.4 make --tree %s rockspec/deepsigns-scm-1.rockspec",
+      H.root, tree))
+    assert.equal(0, code, out)
+    local env = string.format("LUA_PATH='%s/share/lua/5.4/?.lua;%s/share/lua/5.4/?/init.lua;;' LUA_CPATH='%s/lib/lua/5.4/?.so;;'",
+      tree, tree, tree)
+    local got, c2 = run(env .. " lua5.4 -e " .. q('local ds = require "deepsigns"; print(ds.ones(2):sum():item())'))
+    assert.equal(0, c2, got)
+    assert.equal("2.0\n", got)
+    local got2, c3 = run("env -i HOME=" .. tree .. " " .. tree .. "/bin/deepsigns -e " .. q("print(ds.version)"))
+    assert.equal(0, c3, got2)
+    os.execute("rm -rf " .. tree)
+  end)
+end)
