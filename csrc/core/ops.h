@@ -34,6 +34,7 @@ ds_tensor *ds_max_all(ds_tensor *x);
 /* Max over dim: values and 0-based indices (as floats). */
 int ds_max_dim(ds_tensor *x, int dim, int keepdim, ds_tensor **values, ds_tensor **indices);
 int ds_all_finite(ds_tensor *x);
+int ds_moments(ds_tensor *x, double *mean, double *var);
 
 /* ---- linear algebra (ops_linalg.c) ---- */
 /* 2-D x 2-D or batched 3-D x 3-D; transposed views go to GEMM without copies. */

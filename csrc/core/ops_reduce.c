@@ -1,5 +1,6 @@
 /* Reductions over everything or over one dimension. */
 #include "error.h"
+#include "iter.h"
 #include "ops.h"
 #include <math.h>
 #include <string.h>
@@ -153,4 +154,28 @@ int ds_all_finite(ds_tensor *x) {
   for (int64_t i = 0; i < n && ok; i++) ok = isfinite(a[i]);
   ds_release(c);
   return ok;
+}
+
+typedef struct { double sum, sumsq; } moments_acc;
+
+static void moments_row(void *ctx, int64_t n, float *const *p, const int64_t *st) {
+  moments_acc *m = ctx;
+  for (int64_t i = 0; i < n; i++) {
+    double v = p[0][i * st[0]];
+    m->sum += v;
+    m->sumsq += v * v;
+  }
+}
+
+/* Mean and (population) variance of all elements, without copying strided input. */
+int ds_moments(ds_tensor *x, double *mean, double *var) {
+  int64_t n = ds_numel(x);
+  if (n == 0) return ds_error("moments: the tensor is empty");
+  moments_acc m = {0, 0};
+  float *ptr[1] = {ds_data(x)};
+  ds_iterate(x->ndim, x->shape, 1, ptr, (const int64_t(*)[DS_MAXDIM])x->stride, moments_row, &m);
+  *mean = m.sum / (double)n;
+  double v = m.sumsq / (double)n - *mean * *mean;
+  *var = v > 0 ? v : 0;
+  return DS_OK;
 }

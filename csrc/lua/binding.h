@@ -27,5 +27,6 @@ void lt_open_tensor(lua_State *L);
 void lt_open_ops(lua_State *L);
 void lt_open_nn(lua_State *L);
 void lt_open_sys(lua_State *L);
+void lt_open_io(lua_State *L);
 
 #endif

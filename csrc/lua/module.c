@@ -7,5 +7,6 @@ __attribute__((visibility("default"))) int luaopen_deepsigns_core(lua_State *L) 
   lt_open_ops(L);
   lt_open_nn(L);
   lt_open_sys(L);
+  lt_open_io(L);
   return 1;
 }

@@ -1,4 +1,5 @@
 /* Binding of the pointwise ops, reductions and linear algebra. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "../core/error.h"
@@ -107,6 +108,14 @@ static int l_max(lua_State *L) { /* max(x) -> scalar | max(x, dim, keepdim) -> v
 
 static int l_all_finite(lua_State *L) { lua_pushboolean(L, ds_all_finite(lt_check(L, 1))); return 1; }
 
+static int l_moments(lua_State *L) { /* mean, std of all elements */
+  double mean, var;
+  if (ds_moments(lt_check(L, 1), &mean, &var)) return lt_raise(L);
+  lua_pushnumber(L, mean);
+  lua_pushnumber(L, sqrt(var));
+  return 2;
+}
+
 static int l_matmul(lua_State *L) { lt_push(L, ds_matmul(lt_check(L, 1), lt_check(L, 2))); return 1; }
 
 static int l_linear(lua_State *L) {
@@ -147,7 +156,7 @@ static int l_gemm_naive(lua_State *L) {
 static const luaL_Reg fns[] = {{"binary", l_binary}, {"binary_", l_binary_}, {"unary", l_unary},
                                {"unary_", l_unary_}, {"unary_backward", l_unary_backward},
                                {"axpy_", l_axpy}, {"sum", l_sum}, {"sum_to", l_sum_to}, {"max", l_max},
-                               {"all_finite", l_all_finite}, {"matmul", l_matmul}, {"linear", l_linear},
+                               {"all_finite", l_all_finite}, {"moments", l_moments}, {"matmul", l_matmul}, {"linear", l_linear},
                                {"linear_backward", l_linear_backward}, {"sqdist", l_sqdist},
                                {"sqdist_backward", l_sqdist_backward}, {"gemm_naive", l_gemm_naive},
                                {NULL, NULL}};

@@ -36,7 +36,26 @@ function ds.rss() return {current = core.rss(), peak = core.peak_rss()} end
 function ds.randperm(n) return core.randperm(n) end
 
 -- Everything else loads on first use, so `require "deepsigns"` stays quick.
-local lazy = {nn = "deepsigns.nn", optim = "deepsigns.optim", functional = "deepsigns.functional"}
+local lazy = {nn = "deepsigns.nn", optim = "deepsigns.optim", functional = "deepsigns.functional",
+  data = "deepsigns.data", models = "deepsigns.models", safetensors = "deepsigns.safetensors",
+  watermark = "deepsigns.watermark", attacks = "deepsigns.attacks", report = "deepsigns.report",
+  stats = "deepsigns.stats"}
+
+function ds.train(opts) return require("deepsigns.train").train(opts) end
+function ds.evaluate(model, data, opts) return require("deepsigns.train").evaluate(model, data, opts) end
+
+-- ds.save(path, model_or_tensors, metadata?); ds.load(path) --> tensors, metadata
+function ds.save(path, what, metadata)
+  if type(path) ~= "string" then error("save: argument #1 must be a file path", 2) end
+  local S = require "deepsigns.safetensors"
+  if type(what) == "table" and type(what.state_dict) == "function" then return what:save(path, metadata) end
+  if type(what) ~= "table" then error("save: argument #2 must be a model or a table of tensors", 2) end
+  S.save(path, what, metadata)
+end
+function ds.load(path)
+  if type(path) ~= "string" then error("load: argument #1 must be a file path", 2) end
+  return require("deepsigns.safetensors").load(path)
+end
 return setmetatable(ds, {
   __keys = lazy, -- for the REPL's tab completion
   __index = function(t, k)

@@ -28,6 +28,13 @@ function L.Linear:__init(inp, out, opts)
   self.out_features = int_arg(out, "nn.Linear", "output size")
   self:register_parameter("weight", init_uniform({out, inp}, inp))
   if not (opts and opts.bias == false) then self:register_parameter("bias", init_uniform({out}, inp)) end
+  -- an activation applied to the output (as a Keras Dense layer), so that the
+  -- layer's output, the one a watermark reads, is post-activation
+  local act = opts and opts.activation
+  if act ~= nil and act ~= "relu" and act ~= "sigmoid" and act ~= "tanh" then
+    error("nn.Linear: activation must be \"relu\", \"sigmoid\" or \"tanh\", got " .. tostring(act), 3)
+  end
+  self.activation = act
 end
 function L.Linear:forward(x)
   if core.dim(x) ~= 2 or core.size(x, 2) ~= self.in_features then
@@ -35,9 +42,13 @@ function L.Linear:forward(x)
     error(string.format("nn.Linear(%d -> %d): input must be batch x %d, got %s", self.in_features,
       self.out_features, self.in_features, #s == 0 and "scalar" or table.concat(s, "x")), 2)
   end
-  return F.linear(x, self.weight, self.bias)
+  local y = F.linear(x, self.weight, self.bias)
+  if self.activation then y = y[self.activation](y) end
+  return y
 end
-function L.Linear:extra_repr() return self.in_features .. " -> " .. self.out_features end
+function L.Linear:extra_repr()
+  return self.in_features .. " -> " .. self.out_features .. (self.activation and ", " .. self.activation or "")
+end
 
 L.Conv2d = class("nn.Conv2d", Module)
 function L.Conv2d:__init(cin, cout, k, opts)

@@ -220,6 +220,32 @@ function Module:activations(x, which)
   return res
 end
 
+-- Model files (safetensors): parameters and buffers by state_dict name, with the
+-- architecture, format and version in the metadata. The write is atomic.
+function Module:save(path, metadata)
+  if type(path) ~= "string" then error("save: expects a file path", 2) end
+  local md = {}
+  for k, v in pairs(metadata or {}) do md[k] = v end
+  md.format = md.format or "deepsigns-model"
+  md.deepsigns_version = require("deepsigns").version
+  md.architecture = md.architecture or tostring(self)
+  if self.arch then md.arch = self.arch end
+  require("deepsigns.safetensors").save(path, self:state_dict(), md)
+  return self
+end
+
+-- Loads weights saved by model:save (or by PyTorch for the same architecture);
+-- the model is unchanged if anything does not match.
+function Module:load(path, opts)
+  if type(path) ~= "string" then error("load: expects a file path", 2) end
+  local tensors, md = require("deepsigns.safetensors").load(path)
+  local ok, err = pcall(self.load_state_dict, self, tensors, opts)
+  if not ok then
+    error(path .. " does not fit this model: " .. tostring(err):gsub("^[^:\n]+%.lua:%d+: ", ""), 2)
+  end
+  return self, md
+end
+
 function Module:extra_repr() return "" end
 
 function Module:__tostring()

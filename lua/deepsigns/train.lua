@@ -1,0 +1,189 @@
+-- The training loop and evaluation.
+--   ds.train{model=, data=, epochs=, batch_size=, optimizer=, schedule=, regularizers={...},
+--            test=, progress=, on_epoch=function(epoch, stats) end} --> history
+-- A regularizer is a function(batch, acts) or a table {name=, layers={...}, loss=function(batch, acts)}
+-- returning a scalar loss tensor added to the cross-entropy; acts maps each listed
+-- layer name to that layer's output for the batch (with its graph).
+local core = require "deepsigns.core"
+local A = require "deepsigns.autograd"
+local F = require "deepsigns.functional"
+
+local TR = {}
+
+local function fmt_time(s)
+  s = math.max(0, math.floor(s + 0.5))
+  return string.format("%d:%02d", s // 60, s % 60)
+end
+
+-- Correct predictions of logits (B x C) against class ids y.
+local function correct(logits, y)
+  local _, idx = core.max(logits, 2) -- 0-based positions = class ids
+  return core.item(core.sum(core.binary("eq", idx, y)))
+end
+TR.correct = correct
+
+function TR.evaluate(model, data, opts)
+  if type(model) ~= "table" or type(model.forward) ~= "function" then error("evaluate: argument #1 must be a model", 2) end
+  if type(data) ~= "table" or not data.x then error("evaluate: argument #2 must be a data set", 2) end
+  opts = opts or {}
+  local was = model.training
+  model:eval()
+  local ok, res = pcall(A.no_grad, function()
+    local n, right, loss_sum = 0, 0, 0
+    for x, y in data:batches{size = opts.batch_size or 1000} do
+      local logits = model(x)
+      local b = core.size(y, 1)
+      loss_sum = loss_sum + core.item((core.cross_entropy(logits, y))) * b
+      right = right + correct(logits, y)
+      n = n + b
+    end
+    return {accuracy = n > 0 and right / n or 0, loss = n > 0 and loss_sum / n or 0, n = n}
+  end)
+  model:train(was)
+  if not ok then error(res, 0) end
+  return res
+end
+
+local function normalise_regularizers(regs)
+  local list, layers = {}, {}
+  for i, r in ipairs(regs or {}) do
+    if type(r) == "function" then r = {loss = r} end
+    if type(r) ~= "table" or type(r.loss) ~= "function" then
+      error("train: regularizer " .. i .. " must be a function or a table with a loss function", 3)
+    end
+    r.name = r.name or ("reg" .. i)
+    list[#list + 1] = r
+    for _, l in ipairs(r.layers or {}) do layers[#layers + 1] = l end
+  end
+  return list, layers
+end
+
+local Progress = {}
+Progress.__index = Progress
+
+local function new_progress(opts, epochs, nb)
+  local tty = opts.progress
+  if tty == nil then tty = core.isatty(1) end
+  return setmetatable({tty = tty, quiet = opts.progress == false and not opts.log, log = opts.log or print,
+    epochs = epochs, nb = nb, last = 0}, Progress)
+end
+
+function Progress:batch(epoch, b, s, t0)
+  if not self.tty then return end
+  local now = core.clock()
+  if now - self.last < 0.1 and b < self.nb then return end
+  self.last = now
+  local el = now - t0
+  local width = 24
+  local fill = math.floor(width * b / self.nb)
+  io.stdout:write(string.format("\repoch %d/%d [%s%s] %d/%d loss %.4f acc %5.2f%% %6.0f samples/s ETA %s ",
+    epoch, self.epochs, string.rep("=", fill), string.rep(" ", width - fill), b, self.nb,
+    s.loss_sum / math.max(s.n, 1), 100 * s.right / math.max(s.n, 1), s.n / math.max(el, 1e-9),
+    fmt_time(el / b * (self.nb - b))))
+  io.stdout:flush()
+end
+
+function Progress:epoch(stats)
+  local parts = {string.format("epoch %d/%d  loss %.4f  acc %.2f%%", stats.epoch, self.epochs, stats.loss,
+    100 * stats.accuracy)}
+  for name, v in pairs(stats.regularizers) do parts[#parts + 1] = string.format("%s %.4f", name, v) end
+  if stats.test_accuracy then parts[#parts + 1] = string.format("test %.2f%%", 100 * stats.test_accuracy) end
+  parts[#parts + 1] = string.format("%.0f samples/s  %.1f s", stats.samples_per_sec, stats.seconds)
+  local line = table.concat(parts, "  ")
+  if self.tty then io.stdout:write("\r" .. line .. string.rep(" ", 20) .. "\n"); io.stdout:flush()
+  else self.log(line) end
+end
+
+function TR.train(opts)
+  if type(opts) ~= "table" then error("train: expects an option table {model=, data=, ...}", 2) end
+  local model, data = opts.model, opts.data
+  if type(model) ~= "table" or type(model.forward) ~= "function" then error("train: option 'model' must be a model", 2) end
+  if type(data) ~= "table" or not data.x or not data.batches then error("train: option 'data' must be a data set", 2) end
+  local epochs = opts.epochs or 1
+  if math.type(epochs) ~= "integer" or epochs < 0 then error("train: epochs must be an integer >= 0", 2) end
+  local bs = opts.batch_size or 128
+  local optim = require "deepsigns.optim"
+  local opt = opts.optimizer or optim.Adam(model:parameters(), {lr = opts.lr or 1e-3})
+  if type(opt) ~= "table" or type(opt.step) ~= "function" then error("train: option 'optimizer' must be an optimiser", 2) end
+  local regs, layer_names = normalise_regularizers(opts.regularizers)
+  local layers = {}
+  for i, name in ipairs(layer_names) do layers[i] = model:layer(name) end
+  local loss_fn = opts.loss or function(logits, y) return F.cross_entropy(logits, y) end
+  local on_nonfinite = opts.on_nonfinite or "error"
+  local nb = data:num_batches(bs, opts.drop_last)
+  local progress = new_progress(opts, epochs, nb)
+  if opts.progress == false then progress.tty = false; progress.log = opts.log or function() end end
+  local history = {}
+  for epoch = 1, epochs do
+    model:train()
+    local s = {n = 0, right = 0, loss_sum = 0, reg = {}, skipped = 0}
+    local t0 = core.clock()
+    for x, y, b in data:batches{size = bs, shuffle = opts.shuffle ~= false, drop_last = opts.drop_last, augment = opts.augment} do
+      opt:zero_grad()
+      local logits, acts
+      if #layers > 0 then
+        local cap = model:with_capture(layers, function() logits = model(x) end)
+        acts = {}
+        for i, name in ipairs(layer_names) do acts[name] = cap[layers[i]] end
+      else
+        logits = model(x)
+      end
+      local loss = loss_fn(logits, y)
+      local total = loss
+      local batch = {x = x, y = y, logits = logits, epoch = epoch, index = b}
+      local reg_vals = {}
+      for _, r in ipairs(regs) do
+        local rl = r.loss(batch, acts or {})
+        if rl ~= nil then
+          total = total + rl
+          reg_vals[r.name] = core.item(rl)
+        end
+      end
+      local lv = core.item(total)
+      if lv ~= lv or lv == math.huge or lv == -math.huge then
+        if on_nonfinite == "skip" then
+          s.skipped = s.skipped + 1
+          goto continue
+        end
+        error(string.format("train: the loss is not finite (%s) at epoch %d, batch %d; lower the learning rate, "
+          .. "or pass on_nonfinite=\"skip\" to skip such batches", tostring(lv), epoch, b), 2)
+      end
+      total:backward()
+      if on_nonfinite ~= "ignore" then
+        for _, p in ipairs(opt.params) do
+          local g = p.grad
+          if g and not core.all_finite(g) then
+            if on_nonfinite == "skip" then s.skipped = s.skipped + 1; goto continue end
+            error(string.format("train: a gradient is not finite at epoch %d, batch %d", epoch, b), 2)
+          end
+        end
+      end
+      opt:step()
+      do
+        local n = core.size(y, 1)
+        s.n = s.n + n
+        s.loss_sum = s.loss_sum + core.item(loss) * n
+        s.right = s.right + correct(logits, y)
+        for k, v in pairs(reg_vals) do s.reg[k] = (s.reg[k] or 0) + v * n end
+      end
+      progress:batch(epoch, b, s, t0)
+      ::continue::
+    end
+    local secs = core.clock() - t0
+    if opts.schedule then opts.schedule:step() end
+    local stats = {epoch = epoch, loss = s.loss_sum / math.max(s.n, 1), accuracy = s.right / math.max(s.n, 1),
+      seconds = secs, samples_per_sec = s.n / math.max(secs, 1e-9), lr = opt.lr, regularizers = {},
+      skipped = s.skipped}
+    for k, v in pairs(s.reg) do stats.regularizers[k] = v / math.max(s.n, 1) end
+    if opts.test then
+      local ev = TR.evaluate(model, opts.test)
+      stats.test_accuracy, stats.test_loss = ev.accuracy, ev.loss
+    end
+    history[epoch] = stats
+    progress:epoch(stats)
+    if opts.on_epoch and opts.on_epoch(epoch, stats) == false then break end
+  end
+  return history
+end
+
+return TR
