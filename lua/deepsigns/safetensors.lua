@@ -88,8 +88,9 @@ function S.decode(s, path)
       if #shape > 8 then fail(path, "tensor '%s' has %d dimensions (at most 8)", name, #shape) end
       local b, e = math.tointeger(offs[1]), math.tointeger(offs[2])
       if not (b and e) or b < 0 or e < b or e > data_len then
+        local function show(v) return tostring(math.tointeger(v) or v) end
         fail(path, "tensor '%s': data_offsets [%s, %s] outside the %d data bytes (truncated file?)", name,
-          tostring(offs[1]), tostring(offs[2]), data_len)
+          show(offs[1]), show(offs[2]), data_len)
       end
       if e - b ~= n * width then
         fail(path, "tensor '%s': %d bytes for shape {%s} of %s (expected %d)", name, e - b,

@@ -146,7 +146,7 @@ function TR.train(opts)
           goto continue
         end
         error(string.format("train: the loss is not finite (%s) at epoch %d, batch %d; lower the learning rate, "
-          .. "or pass on_nonfinite=\"skip\" to skip such batches", tostring(lv), epoch, b), 2)
+          .. "or pass on_nonfinite=\"skip\" to skip such batches", lv ~= lv and "nan" or tostring(lv), epoch, b), 2)
       end
       total:backward()
       if on_nonfinite ~= "ignore" then
