@@ -55,8 +55,9 @@ function S.decode(s, path)
   if hlen > MAX_HEADER or hlen > #s - 8 then
     fail(path, "header length %d does not fit the file (%d bytes): truncated or not safetensors", hlen, #s)
   end
-  local header, err = cjson.decode(s:sub(9, 8 + hlen))
-  if type(header) ~= "table" then fail(path, "header is not valid JSON (%s)", tostring(err or "not an object")) end
+  local text = s:sub(9, 8 + hlen)
+  local header, err = cjson.decode(text)
+  if type(header) ~= "table" or not text:match("^%s*{") then fail(path, "header is not valid JSON (%s)", tostring(err or "not an object")) end
   local base, data_len = 8 + hlen, #s - 8 - hlen
   local tensors, spans = {}, {}
   local metadata = {}
