@@ -16,7 +16,7 @@ SAN         ?=
 CC          ?= cc
 CFLAGS      ?= -O3 -march=native -g
 # always on: the language level, warnings, and exporting only luaopen_deepsigns_core
-DS_CFLAGS   := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fPIC -fvisibility=hidden
+DS_CFLAGS   := -fopenmp -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fPIC -fvisibility=hidden
 LIBFLAG     ?= -shared
 LDFLAGS     ?=
 # where `make install` (and the rockspec) put things
@@ -44,7 +44,7 @@ $(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
 
 $(MODULE): $(CORE_OBJ) $(LUA_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN) $(LIBFLAG) -o $@ $^ $(BLAS_LIBS) $(ZLIB_LIBS) -lm $(LDFLAGS)
+	$(CC) $(SAN) -fopenmp $(LIBFLAG) -o $@ $^ $(BLAS_LIBS) $(ZLIB_LIBS) -lm $(LDFLAGS)
 
 $(BUILD)/obj/main.o: csrc/main.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -52,7 +52,7 @@ $(BUILD)/obj/main.o: csrc/main.c $(HEADERS)
 
 $(INTERP): $(BUILD)/obj/main.o $(CORE_OBJ) $(LUA_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN) -o $@ $^ $(LUA_LIBS) $(BLAS_LIBS) $(ZLIB_LIBS) $(READLINE_LIBS) -lm -ldl -Wl,-E $(LDFLAGS)
+	$(CC) $(SAN) -fopenmp -o $@ $^ $(LUA_LIBS) $(BLAS_LIBS) $(ZLIB_LIBS) $(READLINE_LIBS) -lm -ldl -Wl,-E $(LDFLAGS)
 
 # Debian packages the build, the tests and the demo need; installed when root.
 deps:

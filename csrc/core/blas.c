@@ -34,5 +34,28 @@ void ds_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const
               (blasint)ldc);
 }
 
-void ds_set_num_threads(int n) { openblas_set_num_threads(n); }
-int ds_get_num_threads(void) { return openblas_get_num_threads(); }
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static int num_threads = 0; /* 0: not set yet, OpenBLAS's own default */
+
+void ds_set_num_threads(int n) {
+  num_threads = n;
+  openblas_set_num_threads(n);
+#ifdef _OPENMP
+  omp_set_num_threads(n);
+#endif
+}
+
+int ds_get_num_threads(void) { return num_threads ? num_threads : openblas_get_num_threads(); }
+
+int ds_blas_serial_begin(void) {
+  int saved = openblas_get_num_threads();
+  if (saved != 1) openblas_set_num_threads(1);
+  return saved;
+}
+
+void ds_blas_serial_end(int saved) {
+  if (saved != 1) openblas_set_num_threads(saved);
+}

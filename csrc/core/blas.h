@@ -15,7 +15,13 @@ void ds_gemm_naive(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, fl
 void ds_gemm_use_naive(int on);
 int ds_gemm_is_naive(void);
 
+/* Threads for OpenBLAS and for the core's own OpenMP loops. */
 void ds_set_num_threads(int n);
 int ds_get_num_threads(void);
+/* Inside a parallel region each thread runs its own single-threaded GEMMs:
+ * ds_blas_serial_begin() returns the OpenBLAS thread count to restore with
+ * ds_blas_serial_end(). */
+int ds_blas_serial_begin(void);
+void ds_blas_serial_end(int saved);
 
 #endif

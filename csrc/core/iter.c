@@ -28,6 +28,18 @@ void ds_iterate(int ndim, const int64_t *shape_in, int nops, float *const *ptr_i
     fn(ctx, 1, ptr, step);
     return;
   }
+  if (nd == 1 && shape[0] >= (1 << 16)) { /* one long row: split it across threads */
+    int64_t n = shape[0];
+#pragma omp parallel for schedule(static)
+    for (int64_t part = 0; part < 16; part++) {
+      int64_t lo = n * part / 16, hi = n * (part + 1) / 16;
+      float *pp[DS_ITER_MAXOPS];
+      int64_t st[DS_ITER_MAXOPS];
+      for (int k = 0; k < nops; k++) pp[k] = ptr[k] + lo * stride[k][0], st[k] = stride[k][0];
+      fn(ctx, hi - lo, pp, st);
+    }
+    return;
+  }
   int inner = nd - 1;
   for (int k = 0; k < nops; k++) step[k] = stride[k][inner];
   int64_t idx[DS_MAXDIM] = {0};

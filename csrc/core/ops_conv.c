@@ -5,6 +5,9 @@
 #include <float.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static int out_size(int64_t in, int k, int s, int p) { return (int)((in + 2 * p - k) / s + 1); }
 
@@ -20,13 +23,18 @@ static int check_params(const char *op, ds_tensor *x, ds_conv_params p) {
   return DS_OK;
 }
 
-/* col: (C*kh*kw) x (OH*OW) from one image x: C x H x W */
+/* col: (C*kh*kw) rows of OH*OW values for one image x: C x H x W, written with row
+ * stride ld (so that several images sit side by side in one col matrix). */
 static void im2col(const float *x, int64_t c, int64_t h, int64_t w, ds_conv_params p, int oh, int ow,
-                   float *col) {
+                   float *col, int64_t ld) {
   for (int64_t ci = 0; ci < c; ci++)
     for (int i = 0; i < p.kh; i++)
       for (int j = 0; j < p.kw; j++) {
-        float *row = col + ((ci * p.kh + i) * p.kw + j) * (int64_t)oh * ow;
+        float *row = col + ((ci * p.kh + i) * p.kw + j) * ld;
+        /* output columns whose input column ix = xo*sw - pw + j lies inside [0, w) */
+        int lo = 0, hi = ow;
+        while (lo < ow && (int64_t)lo * p.sw - p.pw + j < 0) lo++;
+        while (hi > lo && (int64_t)(hi - 1) * p.sw - p.pw + j >= w) hi--;
         for (int y = 0; y < oh; y++) {
           int64_t iy = (int64_t)y * p.sh - p.ph + i;
           float *r = row + (int64_t)y * ow;
@@ -34,31 +42,36 @@ static void im2col(const float *x, int64_t c, int64_t h, int64_t w, ds_conv_para
             memset(r, 0, sizeof(float) * (size_t)ow);
             continue;
           }
-          const float *src = x + (ci * h + iy) * w;
-          for (int xo = 0; xo < ow; xo++) {
-            int64_t ix = (int64_t)xo * p.sw - p.pw + j;
-            r[xo] = (ix >= 0 && ix < w) ? src[ix] : 0.0f;
-          }
+          const float *src = x + (ci * h + iy) * w - p.pw + j;
+          for (int xo = 0; xo < lo; xo++) r[xo] = 0.0f;
+          if (p.sw == 1)
+            memcpy(r + lo, src + lo, sizeof(float) * (size_t)(hi - lo));
+          else
+            for (int xo = lo; xo < hi; xo++) r[xo] = src[(int64_t)xo * p.sw];
+          for (int xo = hi; xo < ow; xo++) r[xo] = 0.0f;
         }
       }
 }
 
-/* accumulates col back into the image gradient gx: C x H x W */
+/* accumulates col (row stride ld) back into the image gradient gx: C x H x W */
 static void col2im(const float *col, int64_t c, int64_t h, int64_t w, ds_conv_params p, int oh, int ow,
-                   float *gx) {
+                   float *gx, int64_t ld) {
   for (int64_t ci = 0; ci < c; ci++)
     for (int i = 0; i < p.kh; i++)
       for (int j = 0; j < p.kw; j++) {
-        const float *row = col + ((ci * p.kh + i) * p.kw + j) * (int64_t)oh * ow;
+        const float *row = col + ((ci * p.kh + i) * p.kw + j) * ld;
+        int lo = 0, hi = ow;
+        while (lo < ow && (int64_t)lo * p.sw - p.pw + j < 0) lo++;
+        while (hi > lo && (int64_t)(hi - 1) * p.sw - p.pw + j >= w) hi--;
         for (int y = 0; y < oh; y++) {
           int64_t iy = (int64_t)y * p.sh - p.ph + i;
           if (iy < 0 || iy >= h) continue;
-          float *dst = gx + (ci * h + iy) * w;
+          float *dst = gx + (ci * h + iy) * w - p.pw + j;
           const float *r = row + (int64_t)y * ow;
-          for (int xo = 0; xo < ow; xo++) {
-            int64_t ix = (int64_t)xo * p.sw - p.pw + j;
-            if (ix >= 0 && ix < w) dst[ix] += r[xo];
-          }
+          if (p.sw == 1)
+            for (int xo = lo; xo < hi; xo++) dst[xo] += r[xo];
+          else
+            for (int xo = lo; xo < hi; xo++) dst[(int64_t)xo * p.sw] += r[xo];
         }
       }
 }
@@ -75,33 +88,110 @@ static int check_conv(ds_tensor *x, ds_tensor *w, ds_tensor *b, ds_conv_params *
   return check_params("conv2d", x, *p);
 }
 
+/* The batch is split into one contiguous range of images per thread; each thread
+ * runs im2col and its own single-threaded GEMMs, so no core waits on another. */
+typedef struct conv_job {
+  ds_conv_params p;
+  int64_t n, c, h, w, co, kk, ohw;
+  int oh, ow;
+  const float *x, *wt, *gy;
+  float *y, *gx;
+  const float *bias;
+} conv_job;
+
+/* One image at a time: GEMMs on (co x ohw) slices write straight into y and gx. */
+static void conv_forward_range(const conv_job *j, int64_t lo, int64_t hi, float *col) {
+  for (int64_t i = lo; i < hi; i++) {
+    float *yi = j->y + i * j->co * j->ohw;
+    im2col(j->x + i * j->c * j->h * j->w, j->c, j->h, j->w, j->p, j->oh, j->ow, col, j->ohw);
+    float beta = 0.0f;
+    if (j->bias) { /* start from the bias; the GEMM adds onto it */
+      for (int64_t o = 0; o < j->co; o++)
+        for (int64_t k = 0; k < j->ohw; k++) yi[o * j->ohw + k] = j->bias[o];
+      beta = 1.0f;
+    }
+    ds_gemm(0, 0, j->co, j->ohw, j->kk, 1.0f, j->wt, j->kk, col, j->ohw, beta, yi, j->ohw);
+  }
+}
+
+static void conv_backward_range(const conv_job *j, int64_t lo, int64_t hi, float *col, float *gw, float *gb) {
+  for (int64_t i = lo; i < hi; i++) {
+    const float *gi = j->gy + i * j->co * j->ohw;
+    if (gb)
+      for (int64_t o = 0; o < j->co; o++) {
+        double s = 0;
+        for (int64_t k = 0; k < j->ohw; k++) s += gi[o * j->ohw + k];
+        gb[o] += (float)s;
+      }
+    if (gw) {
+      im2col(j->x + i * j->c * j->h * j->w, j->c, j->h, j->w, j->p, j->oh, j->ow, col, j->ohw);
+      ds_gemm(0, 1, j->co, j->kk, j->ohw, 1.0f, gi, j->ohw, col, j->ohw, 1.0f, gw, j->kk);
+    }
+    if (j->gx) {
+      ds_gemm(1, 0, j->kk, j->ohw, j->co, 1.0f, j->wt, j->kk, gi, j->ohw, 0.0f, col, j->ohw);
+      col2im(col, j->c, j->h, j->w, j->p, j->oh, j->ow, j->gx + i * j->c * j->h * j->w, j->ohw);
+    }
+  }
+}
+
+static int threads_for(int64_t n) {
+#ifdef _OPENMP
+  int t = omp_get_max_threads();
+  return t < n ? t : (int)(n > 0 ? n : 1);
+#else
+  (void)n;
+  return 1;
+#endif
+}
+
+static int thread_id(void) {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+static conv_job make_job(ds_tensor *x, ds_tensor *w, ds_conv_params p) {
+  conv_job j = {0};
+  j.p = p;
+  j.n = x->shape[0], j.c = x->shape[1], j.h = x->shape[2], j.w = x->shape[3], j.co = w->shape[0];
+  j.oh = out_size(j.h, p.kh, p.sh, p.ph), j.ow = out_size(j.w, p.kw, p.sw, p.pw);
+  j.kk = j.c * p.kh * p.kw, j.ohw = (int64_t)j.oh * j.ow;
+  return j;
+}
+
 ds_tensor *ds_conv2d(ds_tensor *x, ds_tensor *w, ds_tensor *b, ds_conv_params p) {
   if (check_conv(x, w, b, &p)) return NULL;
-  int64_t n = x->shape[0], c = x->shape[1], h = x->shape[2], wd = x->shape[3], co = w->shape[0];
-  int oh = out_size(h, p.kh, p.sh, p.ph), ow = out_size(wd, p.kw, p.sw, p.pw);
-  int64_t kk = c * p.kh * p.kw, ohw = (int64_t)oh * ow;
+  int nt = threads_for(x->shape[0]);
+  conv_job j = make_job(x, w, p);
   ds_tensor *cx = ds_contiguous(x), *cw = ds_contiguous(w), *cb = b ? ds_contiguous(b) : NULL;
-  ds_tensor *y = ds_tensor_empty(4, (int64_t[]){n, co, oh, ow});
-  float *col = malloc(sizeof(float) * (size_t)(kk * ohw + 1));
-  if (!cx || !cw || (b && !cb) || !y || !col) {
-    if (!col) ds_error("conv2d: out of memory for the im2col buffer");
+  ds_tensor *y = ds_tensor_empty(4, (int64_t[]){j.n, j.co, j.oh, j.ow});
+  if (!cx || !cw || (b && !cb) || !y) {
     ds_release(y);
     y = NULL;
     goto done;
   }
-  for (int64_t i = 0; i < n; i++) {
-    float *yi = ds_data(y) + i * co * ohw;
-    im2col(ds_data(cx) + i * c * h * wd, c, h, wd, p, oh, ow, col);
-    float beta = 0.0f;
-    if (cb) {
-      for (int64_t o = 0; o < co; o++)
-        for (int64_t k = 0; k < ohw; k++) yi[o * ohw + k] = ds_data(cb)[o];
-      beta = 1.0f;
+  j.x = ds_data(cx), j.wt = ds_data(cw), j.bias = cb ? ds_data(cb) : NULL, j.y = ds_data(y);
+  int failed = 0, saved = ds_blas_serial_begin();
+#pragma omp parallel num_threads(nt)
+  {
+    int t = thread_id();
+    float *col = malloc(sizeof(float) * (size_t)(j.kk * j.ohw + 1));
+    if (col) conv_forward_range(&j, j.n * t / nt, j.n * (t + 1) / nt, col);
+    else {
+#pragma omp atomic write
+      failed = 1;
     }
-    ds_gemm(0, 0, co, ohw, kk, 1.0f, ds_data(cw), kk, col, ohw, beta, yi, ohw);
+    free(col);
+  }
+  ds_blas_serial_end(saved);
+  if (failed) {
+    ds_error("conv2d: out of memory for the im2col buffer");
+    ds_release(y);
+    y = NULL;
   }
 done:
-  free(col);
   ds_release(cx), ds_release(cw), ds_release(cb);
   return y;
 }
@@ -109,46 +199,56 @@ done:
 int ds_conv2d_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_conv_params p, ds_tensor **gx,
                        ds_tensor **gw, ds_tensor **gb) {
   if (check_conv(x, w, NULL, &p)) return DS_EFAIL;
-  int64_t n = x->shape[0], c = x->shape[1], h = x->shape[2], wd = x->shape[3], co = w->shape[0];
-  int oh = out_size(h, p.kh, p.sh, p.ph), ow = out_size(wd, p.kw, p.sw, p.pw);
-  int64_t kk = c * p.kh * p.kw, ohw = (int64_t)oh * ow;
-  if (gy->ndim != 4 || gy->shape[0] != n || gy->shape[1] != co || gy->shape[2] != oh ||
-      gy->shape[3] != ow) {
+  int nt = threads_for(x->shape[0]);
+  conv_job j = make_job(x, w, p);
+  if (gy->ndim != 4 || gy->shape[0] != j.n || gy->shape[1] != j.co || gy->shape[2] != j.oh ||
+      gy->shape[3] != j.ow) {
     char s1[128];
     return ds_error("conv2d backward: gradient %s does not match output %lldx%lldx%dx%d",
-                    ds_shape_str(gy, s1, sizeof s1), (long long)n, (long long)co, oh, ow);
+                    ds_shape_str(gy, s1, sizeof s1), (long long)j.n, (long long)j.co, j.oh, j.ow);
   }
   int rc = DS_EFAIL;
   ds_tensor *cx = ds_contiguous(x), *cw = ds_contiguous(w), *cg = ds_contiguous(gy);
   ds_tensor *rx = NULL, *rw = NULL, *rb = NULL;
-  float *col = malloc(sizeof(float) * (size_t)(kk * ohw + 1));
-  if (!cx || !cw || !cg || !col) {
-    if (!col) ds_error("conv2d backward: out of memory for the im2col buffer");
+  int64_t wsize = j.co * j.kk;
+  /* per-thread weight and bias gradients, summed in thread order afterwards */
+  float *acc = calloc((size_t)(nt * (wsize + j.co)) + 1, sizeof(float));
+  if (!cx || !cw || !cg || !acc) {
+    if (!acc) ds_error("conv2d backward: out of memory");
     goto done;
   }
   if (gx && !(rx = ds_tensor_new(4, x->shape))) goto done;
   if (gw && !(rw = ds_tensor_new(4, w->shape))) goto done;
-  if (gb && !(rb = ds_tensor_new(1, (int64_t[]){co}))) goto done;
-  for (int64_t i = 0; i < n; i++) {
-    const float *gi = ds_data(cg) + i * co * ohw;
-    if (rw) {
-      im2col(ds_data(cx) + i * c * h * wd, c, h, wd, p, oh, ow, col);
-      ds_gemm(0, 1, co, kk, ohw, 1.0f, gi, ohw, col, ohw, 1.0f, ds_data(rw), kk);
+  if (gb && !(rb = ds_tensor_new(1, (int64_t[]){j.co}))) goto done;
+  j.x = ds_data(cx), j.wt = ds_data(cw), j.gy = ds_data(cg), j.gx = rx ? ds_data(rx) : NULL;
+  int failed = 0, saved = ds_blas_serial_begin();
+#pragma omp parallel num_threads(nt)
+  {
+    int t = thread_id();
+    float *col = malloc(sizeof(float) * (size_t)(j.kk * j.ohw + 1));
+    if (col)
+      conv_backward_range(&j, j.n * t / nt, j.n * (t + 1) / nt, col, rw ? acc + t * wsize : NULL,
+                          rb ? acc + nt * wsize + t * j.co : NULL);
+    else {
+#pragma omp atomic write
+      failed = 1;
     }
-    if (rx) {
-      ds_gemm(1, 0, kk, ohw, co, 1.0f, ds_data(cw), kk, gi, ohw, 0.0f, col, ohw);
-      col2im(col, c, h, wd, p, oh, ow, ds_data(rx) + i * c * h * wd);
-    }
+    free(col);
+  }
+  ds_blas_serial_end(saved);
+  if (failed) {
+    ds_error("conv2d backward: out of memory for the im2col buffer");
+    goto done;
+  }
+  for (int t = 0; t < nt; t++) {
+    if (rw)
+      for (int64_t k = 0; k < wsize; k++) ds_data(rw)[k] += acc[t * wsize + k];
     if (rb)
-      for (int64_t o = 0; o < co; o++) {
-        double s = 0;
-        for (int64_t k = 0; k < ohw; k++) s += gi[o * ohw + k];
-        ds_data(rb)[o] += (float)s;
-      }
+      for (int64_t o = 0; o < j.co; o++) ds_data(rb)[o] += acc[nt * wsize + t * j.co + o];
   }
   rc = DS_OK;
 done:
-  free(col);
+  free(acc);
   if (rc) {
     ds_release(rx), ds_release(rw), ds_release(rb);
   } else {
@@ -171,6 +271,7 @@ static ds_tensor *pool_forward(const char *op, ds_tensor *x, ds_conv_params p, i
     return NULL;
   }
   float inv = 1.0f / (float)(p.kh * p.kw);
+#pragma omp parallel for schedule(static)
   for (int64_t pl = 0; pl < n * c; pl++) {
     const float *src = ds_data(cx) + pl * h * w;
     float *dst = ds_data(y) + pl * oh * ow;
@@ -215,6 +316,7 @@ static ds_tensor *pool_backward(const char *op, ds_tensor *x, ds_tensor *gy, ds_
     return NULL;
   }
   float inv = 1.0f / (float)(p.kh * p.kw);
+#pragma omp parallel for schedule(static)
   for (int64_t pl = 0; pl < n * c; pl++) {
     const float *src = ds_data(cx) + pl * h * w, *g = ds_data(cg) + pl * oh * ow;
     float *dst = ds_data(gx) + pl * h * w;

@@ -148,6 +148,7 @@ ds_tensor *ds_unary_backward(int op, ds_tensor *x, ds_tensor *y, ds_tensor *gy, 
   int64_t n = ds_numel(x);
   const float *a = ds_data(cx), *g = ds_data(cg), *o = cy ? ds_data(cy) : NULL;
   float *r = ds_data(gx);
+#pragma omp parallel for schedule(static) if (n >= (1 << 16))
   for (int64_t i = 0; i < n; i++) {
     float v = a[i], d;
     switch (op) {

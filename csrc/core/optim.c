@@ -40,6 +40,7 @@ int ds_adam_step(ds_tensor *p, ds_tensor *g, ds_tensor *m, ds_tensor *v, float l
   int64_t n = ds_numel(p);
   float bc1 = 1.0f - powf(beta1, (float)step), bc2 = 1.0f - powf(beta2, (float)step);
   float step_size = lr / bc1, rbc2 = 1.0f / sqrtf(bc2);
+#pragma omp parallel for schedule(static) if (n >= (1 << 16))
   for (int64_t i = 0; i < n; i++) {
     float gi = d[i];
     if (decoupled) w[i] -= lr * wd * w[i];
