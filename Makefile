@@ -8,9 +8,17 @@ BUSTED      ?= $(shell command -v busted 2>/dev/null || echo /usr/bin/busted)
 LUA_INCDIR  ?=
 LUA_CFLAGS  ?= $(if $(LUA_INCDIR),-I$(LUA_INCDIR),$(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null))
 LUA_LIBS    ?= $(shell $(PKG_CONFIG) --libs $(LUA_PC) 2>/dev/null)
-BLAS_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags openblas 2>/dev/null)
-BLAS_LIBS   ?= $(shell $(PKG_CONFIG) --libs openblas 2>/dev/null)
+# OpenBLAS built on OpenMP (Debian's libopenblas-openmp-dev), so that its threads
+# and the core's own OpenMP loops are one team instead of two fighting over the
+# cores; linked by path (with a run path) whatever the system alternative is.
+MULTIARCH   ?= $(shell gcc -print-multiarch 2>/dev/null)
+OPENBLAS_DIR ?= $(firstword $(wildcard /usr/lib/$(MULTIARCH)/openblas-openmp) $(wildcard /usr/lib/$(MULTIARCH)/openblas-pthread))
+OPENBLAS_INC ?= $(firstword $(wildcard /usr/include/$(MULTIARCH)/openblas-openmp) $(wildcard /usr/include/$(MULTIARCH)/openblas-pthread))
+BLAS_CFLAGS ?= $(if $(OPENBLAS_INC),-I$(OPENBLAS_INC),$(shell $(PKG_CONFIG) --cflags openblas 2>/dev/null))
+comma := ,
+BLAS_LIBS   ?= $(if $(OPENBLAS_DIR),-L$(OPENBLAS_DIR) -Wl$(comma)-rpath$(comma)$(OPENBLAS_DIR) -lopenblas,$(shell $(PKG_CONFIG) --libs openblas 2>/dev/null))
 ZLIB_LIBS   ?= -lz
+CRYPTO_LIBS ?= $(shell $(PKG_CONFIG) --libs libcrypto 2>/dev/null || echo -lcrypto)
 READLINE_LIBS ?= -lreadline
 SAN         ?=
 CC          ?= cc
@@ -44,7 +52,7 @@ $(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
 
 $(MODULE): $(CORE_OBJ) $(LUA_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN) -fopenmp $(LIBFLAG) -o $@ $^ $(BLAS_LIBS) $(ZLIB_LIBS) -lm $(LDFLAGS)
+	$(CC) $(SAN) -fopenmp $(LIBFLAG) -o $@ $^ $(BLAS_LIBS) $(ZLIB_LIBS) $(CRYPTO_LIBS) -lm $(LDFLAGS)
 
 $(BUILD)/obj/main.o: csrc/main.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -52,7 +60,7 @@ $(BUILD)/obj/main.o: csrc/main.c $(HEADERS)
 
 $(INTERP): $(BUILD)/obj/main.o $(CORE_OBJ) $(LUA_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN) -fopenmp -o $@ $^ $(LUA_LIBS) $(BLAS_LIBS) $(ZLIB_LIBS) $(READLINE_LIBS) -lm -ldl -Wl,-E $(LDFLAGS)
+	$(CC) $(SAN) -fopenmp -o $@ $^ $(LUA_LIBS) $(BLAS_LIBS) $(ZLIB_LIBS) $(CRYPTO_LIBS) $(READLINE_LIBS) -lm -ldl -Wl,-E $(LDFLAGS)
 
 # Debian packages the build, the tests and the demo need; installed when root.
 deps:

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages deepsigns needs when they are missing (as root),
 # otherwise prints the exact command and stops.
-PKGS="gcc make pkg-config lua5.4 liblua5.4-dev libopenblas-dev zlib1g-dev libreadline-dev
+PKGS="gcc make pkg-config lua5.4 liblua5.4-dev libopenblas-dev libopenblas-openmp-dev zlib1g-dev libssl-dev libreadline-dev
 lua-filesystem lua-cjson lua-busted luarocks tmux dataset-fashion-mnist gnuplot-nox"
 missing=""
 for p in $PKGS; do

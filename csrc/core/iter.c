@@ -1,7 +1,7 @@
 #include "iter.h"
 
-void ds_iterate(int ndim, const int64_t *shape_in, int nops, float *const *ptr_in,
-                const int64_t (*stride_in)[DS_MAXDIM], ds_row_fn fn, void *ctx) {
+static void iterate(int ndim, const int64_t *shape_in, int nops, float *const *ptr_in,
+                    const int64_t (*stride_in)[DS_MAXDIM], ds_row_fn fn, void *ctx, int parallel) {
   int64_t shape[DS_MAXDIM], stride[DS_ITER_MAXOPS][DS_MAXDIM];
   int nd = 0;
   for (int d = 0; d < ndim; d++) {
@@ -28,7 +28,7 @@ void ds_iterate(int ndim, const int64_t *shape_in, int nops, float *const *ptr_i
     fn(ctx, 1, ptr, step);
     return;
   }
-  if (nd == 1 && shape[0] >= (1 << 16)) { /* one long row: split it across threads */
+  if (parallel && nd == 1 && shape[0] >= (1 << 16)) { /* one long row: split it across threads */
     int64_t n = shape[0];
 #pragma omp parallel for schedule(static)
     for (int64_t part = 0; part < 16; part++) {
@@ -55,4 +55,14 @@ void ds_iterate(int ndim, const int64_t *shape_in, int nops, float *const *ptr_i
     }
     if (d < 0) return;
   }
+}
+
+void ds_iterate(int ndim, const int64_t *shape, int nops, float *const *ptr, const int64_t (*stride)[DS_MAXDIM],
+                ds_row_fn fn, void *ctx) {
+  iterate(ndim, shape, nops, ptr, stride, fn, ctx, 0);
+}
+
+void ds_iterate_parallel(int ndim, const int64_t *shape, int nops, float *const *ptr,
+                         const int64_t (*stride)[DS_MAXDIM], ds_row_fn fn, void *ctx) {
+  iterate(ndim, shape, nops, ptr, stride, fn, ctx, 1);
 }

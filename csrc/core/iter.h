@@ -13,5 +13,9 @@ typedef void (*ds_row_fn)(void *ctx, int64_t n, float *const *ptr, const int64_t
 /* ptr[k] points at operand k's first element; stride[k] its strides for `shape`. */
 void ds_iterate(int ndim, const int64_t *shape, int nops, float *const *ptr,
                 const int64_t (*stride)[DS_MAXDIM], ds_row_fn fn, void *ctx);
+/* The same, but a long single row may be split across threads: only for kernels
+ * whose outputs are elementwise (no shared accumulator in ctx). */
+void ds_iterate_parallel(int ndim, const int64_t *shape, int nops, float *const *ptr,
+                         const int64_t (*stride)[DS_MAXDIM], ds_row_fn fn, void *ctx);
 
 #endif

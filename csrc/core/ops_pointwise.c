@@ -58,7 +58,7 @@ int ds_binary_into(int op, ds_tensor *out, ds_tensor *a, ds_tensor *b) {
   memcpy(st[0], out->stride, sizeof st[0]);
   memcpy(st[1], ea->stride, sizeof st[1]);
   memcpy(st[2], eb->stride, sizeof st[2]);
-  ds_iterate(nd, shape, 3, ptr, (const int64_t(*)[DS_MAXDIM])st, binary_row, &op);
+  ds_iterate_parallel(nd, shape, 3, ptr, (const int64_t(*)[DS_MAXDIM])st, binary_row, &op);
   ds_release(ea);
   ds_release(eb);
   return DS_OK;
@@ -121,7 +121,7 @@ int ds_unary_into(int op, ds_tensor *out, ds_tensor *x, float p) {
   int64_t st[2][DS_MAXDIM];
   memcpy(st[0], out->stride, sizeof st[0]);
   memcpy(st[1], x->stride, sizeof st[1]);
-  ds_iterate(x->ndim, x->shape, 2, ptr, (const int64_t(*)[DS_MAXDIM])st, unary_row, &c);
+  ds_iterate_parallel(x->ndim, x->shape, 2, ptr, (const int64_t(*)[DS_MAXDIM])st, unary_row, &c);
   return DS_OK;
 }
 

@@ -300,7 +300,7 @@ int ds_copy(ds_tensor *dst, const ds_tensor *src) {
   int64_t st[2][DS_MAXDIM];
   memcpy(st[0], dst->stride, sizeof st[0]);
   memcpy(st[1], e->stride, sizeof st[1]);
-  ds_iterate(dst->ndim, dst->shape, 2, ptr, (const int64_t(*)[DS_MAXDIM])st, copy_row, NULL);
+  ds_iterate_parallel(dst->ndim, dst->shape, 2, ptr, (const int64_t(*)[DS_MAXDIM])st, copy_row, NULL);
   ds_release(e);
   return DS_OK;
 }
@@ -329,5 +329,5 @@ static void fill_row(void *ctx, int64_t n, float *const *p, const int64_t *st) {
 
 void ds_fill(ds_tensor *t, float v) {
   float *ptr[1] = {ds_data(t)};
-  ds_iterate(t->ndim, t->shape, 1, ptr, (const int64_t(*)[DS_MAXDIM])t->stride, fill_row, &v);
+  ds_iterate_parallel(t->ndim, t->shape, 1, ptr, (const int64_t(*)[DS_MAXDIM])t->stride, fill_row, &v);
 }

@@ -28,5 +28,6 @@ void lt_open_ops(lua_State *L);
 void lt_open_nn(lua_State *L);
 void lt_open_sys(lua_State *L);
 void lt_open_io(lua_State *L);
+void lt_open_watermark(lua_State *L);
 
 #endif

@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include "../core/error.h"
+#include "../core/hash.h"
 #include "../core/io.h"
 #include "binding.h"
 
@@ -38,7 +39,16 @@ static int l_fsync(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg fns[] = {{"read_idx", l_read_idx}, {"read_cifar", l_read_cifar},
+static int l_sha256(lua_State *L) { /* hex digest of a string */
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  char hex[65];
+  if (ds_sha256_hex(s, len, hex)) return lt_raise(L);
+  lua_pushstring(L, hex);
+  return 1;
+}
+
+static const luaL_Reg fns[] = {{"sha256", l_sha256}, {"read_idx", l_read_idx}, {"read_cifar", l_read_cifar},
                                {"augment_crop_flip", l_augment}, {"fsync", l_fsync}, {NULL, NULL}};
 
 void lt_open_io(lua_State *L) { luaL_setfuncs(L, fns, 0); }

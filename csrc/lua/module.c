@@ -8,5 +8,6 @@ __attribute__((visibility("default"))) int luaopen_deepsigns_core(lua_State *L) 
   lt_open_nn(L);
   lt_open_sys(L);
   lt_open_io(L);
+  lt_open_watermark(L);
   return 1;
 }

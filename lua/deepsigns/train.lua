@@ -120,6 +120,7 @@ function TR.train(opts)
     local t0 = core.clock()
     for x, y, b in data:batches{size = bs, shuffle = opts.shuffle ~= false, drop_last = opts.drop_last, augment = opts.augment} do
       opt:zero_grad()
+      for _, r in ipairs(regs) do if r.optimizer then r.optimizer:zero_grad() end end
       local logits, acts
       if #layers > 0 then
         local cap = model:with_capture(layers, function() logits = model(x) end)
@@ -159,6 +160,7 @@ function TR.train(opts)
         end
       end
       opt:step()
+      for _, r in ipairs(regs) do if r.optimizer then r.optimizer:step() end end
       do
         local n = core.size(y, 1)
         s.n = s.n + n

@@ -1,0 +1,280 @@
+/* White-box watermark losses (DeepSigns), forward and backward side by side. */
+#include "ops_watermark.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "blas.h"
+#include "error.h"
+
+static int check_hyc(const char *op, ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *row_of_class,
+                     int64_t classes) {
+  char s1[128], s2[128], s3[128];
+  if (h->ndim != 2 || y->ndim != 1 || y->shape[0] != h->shape[0] || c->ndim != 2 || c->shape[1] != h->shape[1] ||
+      !ds_is_contiguous(h) || !ds_is_contiguous(y) || !ds_is_contiguous(c))
+    return ds_error("%s: size mismatch, activations: %s, labels: %s, centres: %s (want B x M, B, K x M)", op,
+                    ds_shape_str(h, s1, sizeof s1), ds_shape_str(y, s2, sizeof s2), ds_shape_str(c, s3, sizeof s3));
+  for (int64_t i = 0; i < y->shape[0]; i++) {
+    float v = ds_data(y)[i];
+    if (!(v >= 0 && v < classes)) return ds_error("%s: label %g at row %lld is not a class id in 0..%lld", op, v,
+                                                  (long long)i + 1, (long long)classes - 1);
+  }
+  if (row_of_class)
+    for (int64_t k = 0; k < classes; k++)
+      if (row_of_class[k] >= c->shape[0]) return ds_error("%s: class %lld maps to a missing centre row", op, (long long)k);
+  return DS_OK;
+}
+
+static int64_t row_of(const int64_t *map, float label) { return map ? map[(int64_t)label] : (int64_t)label; }
+
+ds_tensor *ds_wm_pull(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes) {
+  if (check_hyc("wm_pull", h, y, c, map, classes)) return NULL;
+  int64_t b = h->shape[0], m = h->shape[1];
+  double acc = 0;
+  for (int64_t i = 0; i < b; i++) {
+    int64_t r = row_of(map, ds_data(y)[i]);
+    if (r < 0) continue;
+    const float *hi = ds_data(h) + i * m, *cr = ds_data(c) + r * m;
+    for (int64_t k = 0; k < m; k++) acc += (double)(hi[k] - cr[k]) * (hi[k] - cr[k]);
+  }
+  return ds_scalar_tensor((float)(0.5 * acc));
+}
+
+int ds_wm_pull_backward(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes, float g,
+                        ds_tensor **gh, ds_tensor **gc) {
+  if (check_hyc("wm_pull", h, y, c, map, classes)) return DS_EFAIL;
+  int64_t b = h->shape[0], m = h->shape[1];
+  ds_tensor *rh = ds_tensor_new(2, h->shape), *rc = ds_tensor_new(2, c->shape);
+  if (!rh || !rc) {
+    ds_release(rh), ds_release(rc);
+    return DS_EFAIL;
+  }
+  for (int64_t i = 0; i < b; i++) {
+    int64_t r = row_of(map, ds_data(y)[i]);
+    if (r < 0) continue;
+    const float *hi = ds_data(h) + i * m, *cr = ds_data(c) + r * m;
+    float *ghi = ds_data(rh) + i * m, *gcr = ds_data(rc) + r * m;
+    for (int64_t k = 0; k < m; k++) {
+      float d = g * (hi[k] - cr[k]);
+      ghi[k] = d;
+      gcr[k] -= d;
+    }
+  }
+  *gh = rh;
+  *gc = rc;
+  return DS_OK;
+}
+
+/* squared distance between centre rows a and b */
+static double centre_dist(const float *c, int64_t m, int64_t a, int64_t b) {
+  double d = 0;
+  for (int64_t k = 0; k < m; k++) d += (double)(c[a * m + k] - c[b * m + k]) * (c[a * m + k] - c[b * m + k]);
+  return d;
+}
+
+/* The push of sample i from centre r is capped at the distance between its own
+ * centre and r: the v1 term is unbounded below and diverges uncapped. */
+ds_tensor *ds_wm_push(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes) {
+  if (check_hyc("wm_push", h, y, c, map, classes)) return NULL;
+  int64_t b = h->shape[0], m = h->shape[1], rows = c->shape[0];
+  double acc = 0;
+  for (int64_t i = 0; i < b; i++) {
+    int64_t own = row_of(map, ds_data(y)[i]);
+    if (own < 0) continue;
+    const float *hi = ds_data(h) + i * m;
+    for (int64_t r = 0; r < rows; r++) {
+      if (r == own) continue;
+      const float *cr = ds_data(c) + r * m;
+      double d = 0, cap = centre_dist(ds_data(c), m, own, r);
+      for (int64_t k = 0; k < m; k++) d += (double)(hi[k] - cr[k]) * (hi[k] - cr[k]);
+      acc += d < cap ? d : cap;
+    }
+  }
+  return ds_scalar_tensor((float)acc);
+}
+
+ds_tensor *ds_wm_push_backward(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes,
+                               float g) {
+  if (check_hyc("wm_push", h, y, c, map, classes)) return NULL;
+  int64_t b = h->shape[0], m = h->shape[1], rows = c->shape[0];
+  ds_tensor *rh = ds_tensor_new(2, h->shape);
+  if (!rh) return NULL;
+  for (int64_t i = 0; i < b; i++) {
+    int64_t own = row_of(map, ds_data(y)[i]);
+    if (own < 0) continue;
+    const float *hi = ds_data(h) + i * m;
+    float *ghi = ds_data(rh) + i * m;
+    for (int64_t r = 0; r < rows; r++) {
+      if (r == own) continue;
+      const float *cr = ds_data(c) + r * m;
+      double d = 0, cap = centre_dist(ds_data(c), m, own, r);
+      for (int64_t k = 0; k < m; k++) d += (double)(hi[k] - cr[k]) * (hi[k] - cr[k]);
+      if (d >= cap) continue; /* capped: no gradient */
+      for (int64_t k = 0; k < m; k++) ghi[k] += 2 * g * (hi[k] - cr[k]);
+    }
+  }
+  return rh;
+}
+
+static int check_centres(const char *op, ds_tensor *c, ds_tensor *y) {
+  char s1[128], s2[128];
+  if (c->ndim != 2 || c->shape[0] < 2 || !ds_is_contiguous(c) || (y && (y->ndim != 1 || !ds_is_contiguous(y))))
+    return ds_error("%s: want centres K x M with K >= 2 and labels B, got %s and %s", op, ds_shape_str(c, s1, sizeof s1),
+                    y ? ds_shape_str(y, s2, sizeof s2) : "none");
+  if (y)
+    for (int64_t i = 0; i < y->shape[0]; i++) {
+      float v = ds_data(y)[i];
+      if (!(v >= 0 && v < c->shape[0]))
+        return ds_error("%s: label %g at row %lld has no centre (0..%lld)", op, v, (long long)i + 1,
+                        (long long)c->shape[0] - 1);
+    }
+  return DS_OK;
+}
+
+/* nearest other centre of every centre (ties: the lowest index) */
+static void nearest_others(const float *c, int64_t k, int64_t m, int64_t *near) {
+  for (int64_t a = 0; a < k; a++) {
+    double best = INFINITY;
+    for (int64_t o = 0; o < k; o++) {
+      if (o == a) continue;
+      double d = 0;
+      for (int64_t j = 0; j < m; j++) d += (double)(c[a * m + j] - c[o * m + j]) * (c[a * m + j] - c[o * m + j]);
+      if (d < best) best = d, near[a] = o;
+    }
+  }
+}
+
+ds_tensor *ds_wm_separation(ds_tensor *c, ds_tensor *y) {
+  if (check_centres("wm_separation", c, y)) return NULL;
+  int64_t k = c->shape[0], m = c->shape[1], b = y->shape[0];
+  int64_t *near = malloc(sizeof *near * (size_t)k);
+  if (!near) {
+    ds_error("wm_separation: out of memory");
+    return NULL;
+  }
+  const float *pc = ds_data(c);
+  nearest_others(pc, k, m, near);
+  double acc = 0;
+  for (int64_t i = 0; i < b; i++) {
+    int64_t u = (int64_t)ds_data(y)[i], v = near[u];
+    double dot = 0, d = 0;
+    for (int64_t j = 0; j < m; j++) {
+      dot += (double)pc[u * m + j] * pc[v * m + j];
+      d += (double)(pc[u * m + j] - pc[v * m + j]) * (pc[u * m + j] - pc[v * m + j]);
+    }
+    acc += (dot - 1) * d;
+  }
+  free(near);
+  return ds_scalar_tensor(b ? (float)(acc / (double)b) : 0.0f);
+}
+
+/* d/du = v d + (s - 1) 2 (u - v); d/dv = u d - (s - 1) 2 (u - v), with the nearest fixed */
+ds_tensor *ds_wm_separation_backward(ds_tensor *c, ds_tensor *y, float g) {
+  if (check_centres("wm_separation", c, y)) return NULL;
+  int64_t k = c->shape[0], m = c->shape[1], b = y->shape[0];
+  int64_t *near = malloc(sizeof *near * (size_t)k);
+  ds_tensor *gc = ds_tensor_new(2, c->shape);
+  if (!near || !gc) {
+    free(near);
+    ds_release(gc);
+    ds_error("wm_separation: out of memory");
+    return NULL;
+  }
+  const float *pc = ds_data(c);
+  float *pg = ds_data(gc);
+  nearest_others(pc, k, m, near);
+  float scale = b ? g / (float)b : 0.0f;
+  for (int64_t i = 0; i < b; i++) {
+    int64_t u = (int64_t)ds_data(y)[i], v = near[u];
+    double dot = 0, d = 0;
+    for (int64_t j = 0; j < m; j++) {
+      dot += (double)pc[u * m + j] * pc[v * m + j];
+      d += (double)(pc[u * m + j] - pc[v * m + j]) * (pc[u * m + j] - pc[v * m + j]);
+    }
+    for (int64_t j = 0; j < m; j++) {
+      float cu = pc[u * m + j], cv = pc[v * m + j], diff = cu - cv;
+      pg[u * m + j] += scale * (float)(cv * d + (dot - 1) * 2 * diff);
+      pg[v * m + j] += scale * (float)(cu * d - (dot - 1) * 2 * diff);
+    }
+  }
+  free(near);
+  return gc;
+}
+
+ds_tensor *ds_wm_unit_norm(ds_tensor *c) {
+  if (check_centres("wm_unit_norm", c, NULL)) return NULL;
+  int64_t k = c->shape[0], m = c->shape[1];
+  double acc = 0;
+  for (int64_t a = 0; a < k; a++) {
+    double n2 = 0;
+    for (int64_t j = 0; j < m; j++) n2 += (double)ds_data(c)[a * m + j] * ds_data(c)[a * m + j];
+    acc += fabs(1 - n2);
+  }
+  return ds_scalar_tensor((float)acc);
+}
+
+ds_tensor *ds_wm_unit_norm_backward(ds_tensor *c, float g) {
+  if (check_centres("wm_unit_norm", c, NULL)) return NULL;
+  int64_t k = c->shape[0], m = c->shape[1];
+  ds_tensor *gc = ds_tensor_new(2, c->shape);
+  if (!gc) return NULL;
+  for (int64_t a = 0; a < k; a++) {
+    double n2 = 0;
+    const float *ca = ds_data(c) + a * m;
+    for (int64_t j = 0; j < m; j++) n2 += (double)ca[j] * ca[j];
+    float sgn = n2 > 1 ? 1.0f : (n2 < 1 ? -1.0f : 0.0f);
+    for (int64_t j = 0; j < m; j++) ds_data(gc)[a * m + j] = g * sgn * 2 * ca[j];
+  }
+  return gc;
+}
+
+static int check_projection(ds_tensor *mu, ds_tensor *a, ds_tensor *b) {
+  char s1[128], s2[128], s3[128];
+  if (mu->ndim != 2 || a->ndim != 2 || b->ndim != 2 || mu->shape[1] != a->shape[0] || b->shape[0] != mu->shape[0] ||
+      b->shape[1] != a->shape[1] || !ds_is_contiguous(mu) || !ds_is_contiguous(a) || !ds_is_contiguous(b))
+    return ds_error("wm_projection: size mismatch, means: %s, A: %s, bits: %s (want s x M, M x N, s x N)",
+                    ds_shape_str(mu, s1, sizeof s1), ds_shape_str(a, s2, sizeof s2), ds_shape_str(b, s3, sizeof s3));
+  return DS_OK;
+}
+
+/* z = mu A (s x N) */
+static ds_tensor *logits_of(ds_tensor *mu, ds_tensor *a) {
+  ds_tensor *z = ds_tensor_empty(2, (int64_t[]){mu->shape[0], a->shape[1]});
+  if (z)
+    ds_gemm(0, 0, mu->shape[0], a->shape[1], mu->shape[1], 1.0f, ds_data(mu), mu->shape[1], ds_data(a), a->shape[1],
+            0.0f, ds_data(z), a->shape[1]);
+  return z;
+}
+
+ds_tensor *ds_wm_projection(ds_tensor *mu, ds_tensor *a, ds_tensor *b) {
+  if (check_projection(mu, a, b)) return NULL;
+  ds_tensor *z = logits_of(mu, a);
+  if (!z) return NULL;
+  int64_t n = ds_numel(z);
+  double acc = 0;
+  for (int64_t i = 0; i < n; i++) { /* BCE with logits: softplus(z) - b z */
+    double v = ds_data(z)[i], t = ds_data(b)[i];
+    acc += (v > 0 ? v + log1p(exp(-v)) : log1p(exp(v))) - t * v;
+  }
+  ds_release(z);
+  return ds_scalar_tensor((float)acc);
+}
+
+/* d/dmu = (sigmoid(z) - b) A^T */
+ds_tensor *ds_wm_projection_backward(ds_tensor *mu, ds_tensor *a, ds_tensor *b, float g) {
+  if (check_projection(mu, a, b)) return NULL;
+  ds_tensor *z = logits_of(mu, a), *gm = z ? ds_tensor_empty(2, mu->shape) : NULL;
+  if (!gm) {
+    ds_release(z);
+    return NULL;
+  }
+  int64_t n = ds_numel(z);
+  for (int64_t i = 0; i < n; i++) {
+    float v = ds_data(z)[i];
+    float s = v >= 0 ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v));
+    ds_data(z)[i] = g * (s - ds_data(b)[i]);
+  }
+  ds_gemm(0, 1, mu->shape[0], mu->shape[1], a->shape[1], 1.0f, ds_data(z), a->shape[1], ds_data(a), a->shape[1], 0.0f,
+          ds_data(gm), mu->shape[1]);
+  ds_release(z);
+  return gm;
+}

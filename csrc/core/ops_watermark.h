@@ -1,0 +1,36 @@
+/* The DeepSigns white-box watermark losses as core ops, each forward beside its
+ * backward. Activations h are B x M, labels y hold class ids (floats), centres
+ * c are rows of class Gaussian means. row_of_class maps a class id to its row
+ * in c (-1: the class has no centre); it has `classes` entries. */
+#ifndef DS_OPS_WATERMARK_H
+#define DS_OPS_WATERMARK_H
+
+#include "tensor.h"
+
+/* pull = 1/2 sum_i ||h_i - c_{row(y_i)}||^2 over samples whose class has a centre. */
+ds_tensor *ds_wm_pull(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *row_of_class, int64_t classes);
+int ds_wm_pull_backward(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *row_of_class, int64_t classes,
+                        float g, ds_tensor **gh, ds_tensor **gc);
+
+/* push = sum_i sum_{rows r != row(y_i)} min(||h_i - c_r||^2, ||c_own - c_r||^2) over
+ * samples whose class has a centre (the paper's separation term, capped so that it
+ * is bounded; c is a constant here). */
+ds_tensor *ds_wm_push(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *row_of_class, int64_t classes);
+ds_tensor *ds_wm_push_backward(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *row_of_class,
+                               int64_t classes, float g);
+
+/* Reference L2 = (1/B) sum_i (c_y . c_n - 1) ||c_y - c_n||^2, n the centre nearest
+ * to c_{y_i} among the others (c: C x M, one row per class). */
+ds_tensor *ds_wm_separation(ds_tensor *c, ds_tensor *y);
+ds_tensor *ds_wm_separation_backward(ds_tensor *c, ds_tensor *y, float g);
+
+/* Reference L3 = sum_k |1 - ||c_k||^2|. */
+ds_tensor *ds_wm_unit_norm(ds_tensor *c);
+ds_tensor *ds_wm_unit_norm_backward(ds_tensor *c, float g);
+
+/* Projection loss: sum over rows k and bits j of BCE(b_kj, sigmoid(m_k . A_:j)),
+ * m: s x M, A: M x N, b: s x N of 0/1. Computed from logits (stable). */
+ds_tensor *ds_wm_projection(ds_tensor *m, ds_tensor *a, ds_tensor *b);
+ds_tensor *ds_wm_projection_backward(ds_tensor *m, ds_tensor *a, ds_tensor *b, float g);
+
+#endif

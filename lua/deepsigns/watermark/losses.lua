@@ -1,0 +1,42 @@
+-- The white-box watermark losses as differentiable functions over the C core
+-- ops (deepsigns.core wm_*). A class map {[class + 1] = centre row or 0} says
+-- which classes have a centre; nil means one centre row per class.
+local core = require "deepsigns.core"
+local A = require "deepsigns.autograd"
+
+local record = A.record
+local L = {}
+
+-- 1/2 sum_i ||h_i - c_{y_i}||^2 (samples of classes with a centre)
+function L.pull(h, y, c, map, classes)
+  local v = core.wm_pull(h, y, c, map, classes)
+  return record(v, {h, c}, function(g)
+    return core.wm_pull_backward(h, y, c, map, classes, core.item(g))
+  end)
+end
+
+-- sum_i sum_{other centres r} ||h_i - c_r||^2, with the centres held constant
+function L.push(h, y, c, map, classes)
+  local v = core.wm_push(h, y, c, map, classes)
+  return record(v, {h}, function(g) return core.wm_push_backward(h, y, c, map, classes, core.item(g)) end)
+end
+
+-- reference L2: (1/B) sum_i (c_y . c_n - 1) ||c_y - c_n||^2
+function L.separation(c, y)
+  local v = core.wm_separation(c, y)
+  return record(v, {c}, function(g) return core.wm_separation_backward(c, y, core.item(g)) end)
+end
+
+-- reference L3: sum_k |1 - ||c_k||^2|
+function L.unit_norm(c)
+  local v = core.wm_unit_norm(c)
+  return record(v, {c}, function(g) return core.wm_unit_norm_backward(c, core.item(g)) end)
+end
+
+-- sum of BCE(b, sigmoid(mu A)) over targets and bits
+function L.projection(mu, a, b)
+  local v = core.wm_projection(mu, a, b)
+  return record(v, {mu}, function(g) return core.wm_projection_backward(mu, a, b, core.item(g)) end)
+end
+
+return L
