@@ -24,7 +24,7 @@ SAN         ?=
 CC          ?= cc
 CFLAGS      ?= -O3 -march=native -g
 # always on: the language level, warnings, and exporting only luaopen_deepsigns_core
-DS_CFLAGS   := -fopenmp -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fPIC -fvisibility=hidden
+DS_CFLAGS   := -fopenmp -fno-math-errno -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fPIC -fvisibility=hidden
 LIBFLAG     ?= -shared
 LDFLAGS     ?=
 # where `make install` (and the rockspec) put things

@@ -132,9 +132,15 @@ ds_tensor *ds_dropout_mask(ds_tensor *x, float p) {
   }
   ds_tensor *m = ds_tensor_like(x);
   if (!m) return NULL;
+  /* two 32-bit uniform draws per 64-bit output of the generator */
   float keep = 1.0f / (1.0f - p), *pm = ds_data(m);
+  uint64_t thresh = (uint64_t)((double)p * 4294967296.0);
   int64_t n = ds_numel(m);
-  for (int64_t i = 0; i < n; i++) pm[i] = ds_rng_uniform() >= p ? keep : 0.0f;
+  for (int64_t i = 0; i < n; i += 2) {
+    uint64_t r = ds_rng_next();
+    pm[i] = (r & 0xffffffffu) >= thresh ? keep : 0.0f;
+    if (i + 1 < n) pm[i + 1] = (r >> 32) >= thresh ? keep : 0.0f;
+  }
   return m;
 }
 

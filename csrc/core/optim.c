@@ -40,14 +40,15 @@ int ds_adam_step(ds_tensor *p, ds_tensor *g, ds_tensor *m, ds_tensor *v, float l
   int64_t n = ds_numel(p);
   float bc1 = 1.0f - powf(beta1, (float)step), bc2 = 1.0f - powf(beta2, (float)step);
   float step_size = lr / bc1, rbc2 = 1.0f / sqrtf(bc2);
-#pragma omp parallel for schedule(static) if (n >= (1 << 16))
+  float l2 = decoupled ? 0.0f : wd, shrink = decoupled ? 1.0f - lr * wd : 1.0f;
+#pragma omp parallel for simd schedule(static) if (n >= (1 << 16))
   for (int64_t i = 0; i < n; i++) {
-    float gi = d[i];
-    if (decoupled) w[i] -= lr * wd * w[i];
-    else gi += wd * w[i];
-    pm[i] = beta1 * pm[i] + (1 - beta1) * gi;
-    pv[i] = beta2 * pv[i] + (1 - beta2) * gi * gi;
-    w[i] -= step_size * pm[i] / (sqrtf(pv[i]) * rbc2 + eps);
+    float gi = d[i] + l2 * w[i];
+    float mi = beta1 * pm[i] + (1 - beta1) * gi;
+    float vi = beta2 * pv[i] + (1 - beta2) * gi * gi;
+    pm[i] = mi;
+    pv[i] = vi;
+    w[i] = w[i] * shrink - step_size * mi / (sqrtf(vi) * rbc2 + eps);
   }
   return DS_OK;
 }
