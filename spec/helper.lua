@@ -97,4 +97,21 @@ function H.tmpdir()
   return p
 end
 
+-- A synthetic classification set: `classes` Gaussian clusters in `dims` dimensions.
+function H.synthetic(n, dims, classes, seed, spread)
+  local saved = ds.core.rng_state()
+  ds.manual_seed(seed or 1)
+  local centres = ds.randn(classes, dims) * 2
+  local xs, ys = {}, {}
+  local cf = centres:totable()
+  for i = 1, n do
+    local c = (i - 1) % classes
+    local row = {}
+    for d = 1, dims do row[d] = cf[c + 1][d] + ds.core.normal() * (spread or 1) end
+    xs[i], ys[i] = row, c
+  end
+  ds.core.set_rng_state(saved)
+  return ds.data.Dataset{x = ds.tensor(xs), y = ds.tensor(ys), classes = classes, name = "synthetic"}
+end
+
 return H

@@ -156,15 +156,15 @@ local function make_bits(given, s, n)
     local flat = {}
     if type(given) == "string" then
       for ch in given:gmatch(".") do
-        if ch ~= "0" and ch ~= "1" then error("whitebox.keygen: bit string may only hold 0 and 1", 4) end
+        if ch ~= "0" and ch ~= "1" then error("whitebox.keygen: bit string may only hold 0 and 1", 0) end
         flat[#flat + 1] = tonumber(ch)
       end
     elseif T.is_tensor(given) then flat = core.flat(given)
     elseif type(given) == "table" then flat = given
-    else error("whitebox.keygen: b must be a bit string, a table or a tensor", 4) end
-    if #flat ~= s * n then error(string.format("whitebox.keygen: %d bits given, expected %d", #flat, s * n), 4) end
+    else error("whitebox.keygen: b must be a bit string, a table or a tensor", 0) end
+    if #flat ~= s * n then error(string.format("whitebox.keygen: %d bits given, expected %d", #flat, s * n), 0) end
     for i, v in ipairs(flat) do
-      if v ~= 0 and v ~= 1 then error("whitebox.keygen: bit " .. i .. " is " .. tostring(v) .. ", not 0 or 1", 4) end
+      if v ~= 0 and v ~= 1 then error("whitebox.keygen: bit " .. i .. " is " .. tostring(v) .. ", not 0 or 1", 0) end
     end
     return core.reshape(core.from_table(flat), {s, n})
   end

@@ -1,0 +1,184 @@
+local H = require "helper"
+local ds = H.ds
+local wb = ds.watermark.whitebox
+local L = ds.watermark.losses
+local stats = ds.stats
+
+local function small_model(dims, classes)
+  return ds.models.mlp{dims, 48, 48, classes}
+end
+
+local function fit(model, data, key, epochs)
+  local opt = ds.optim.Adam(model:parameters(), {lr = 3e-3})
+  if key then
+    return wb.embed{model = model, key = key, data = data, epochs = epochs or 8, optimizer = opt, batch_size = 64, progress = false}
+  end
+  return ds.train{model = model, data = data, epochs = epochs or 8, optimizer = opt, batch_size = 64, progress = false}
+end
+
+describe("white-box watermark", function()
+  local data = H.synthetic(1200, 20, 4, 3)
+
+  describe("loss ops (gradient checks)", function()
+    it("pull, push, separation, unit norm and projection", function()
+      ds.manual_seed(4)
+      local y = ds.tensor{0, 2, 1, 2, 0}
+      H.gradcheck(function(h, c) return L.pull(h, y, c, nil, 3) end, {ds.randn(5, 4), ds.randn(3, 4)})
+      local map = {1, 0, 2} -- classes 0 and 2 have centres rows 1 and 2
+      H.gradcheck(function(h, c) return L.pull(h, y, c, map, 3) end, {ds.randn(5, 4), ds.randn(2, 4)})
+      H.gradcheck(function(h) return L.push(h, y, ds.tensor{{0, 0, 0, 0}, {3, 3, 3, 3}}, map, 3) end, {ds.randn(5, 4)})
+      H.gradcheck(function(c) return L.separation(c, y) end, {ds.randn(3, 4)})
+      H.gradcheck(function(c) return L.unit_norm(c) end, {ds.randn(3, 4)})
+      local a, b = ds.randn(4, 6), ds.tensor{{1, 0, 1, 1, 0, 0}, {0, 0, 1, 0, 1, 1}}
+      H.gradcheck(function(m) return L.projection(m, a, b) end, {ds.randn(2, 4) * 0.3})
+    end)
+
+    it("compute the reference formulas", function()
+      local h, c, y = ds.tensor{{1, 2}, {3, 4}}, ds.tensor{{0, 0}, {1, 1}}, ds.tensor{0, 1}
+      assert.near(0.5 * (5 + 13), L.pull(h, y, c, nil, 2):item(), 1e-5)
+      -- L2: c_0 . c_1 = 0, ||c_0 - c_1||^2 = 2 -> (0 - 1) * 2 for both samples, averaged
+      assert.near(-2, L.separation(c, y):item(), 1e-6)
+      assert.near(1 + 1, L.unit_norm(c):item(), 1e-6) -- |1 - 0| + |1 - 2|
+      local z = 0.5 -- projection of one mean on one bit: BCE(1, sigmoid(0.5))
+      assert.near(math.log(1 + math.exp(-z)), L.projection(ds.tensor{{0.5}}, ds.tensor{{1}}, ds.tensor{{1}}):item(), 1e-6)
+      -- the capped push: h at its own centre is pushed by exactly the centres' distance
+      assert.near(8, L.push(ds.tensor{{0, 0}}, ds.tensor{0}, ds.tensor{{0, 0}, {2, 2}}, nil, 2):item(), 1e-6)
+      assert.near(8, L.push(ds.tensor{{-5, -5}}, ds.tensor{0}, ds.tensor{{0, 0}, {2, 2}}, nil, 2):item(), 1e-6)
+    end)
+  end)
+
+  it("gives exact binomial p-values", function()
+    assert.near(2 ^ -16, stats.binom_sf(16, 16, 0.5), 1e-18)
+    assert.near(1, stats.binom_sf(0, 16, 0.5), 1e-12)
+    assert.near(17 / 2 ^ 16, stats.binom_sf(15, 16, 0.5), 1e-15)
+    assert.near(0.5, stats.binom_cdf(7, 15, 0.5), 1e-12)
+  end)
+
+  it("makes the same key from the same seed and another from another seed", function()
+    local m = small_model(20, 4)
+    local k1 = wb.keygen{model = m, layer = "fc2", data = data, bits = 16, ntargets = 2, seed = 11, keys_per_class = 30}
+    local k2 = wb.keygen{model = m, layer = "fc2", data = data, bits = 16, ntargets = 2, seed = 11, keys_per_class = 30}
+    local k3 = wb.keygen{model = m, layer = "fc2", data = data, bits = 16, ntargets = 2, seed = 12, keys_per_class = 30}
+    assert.same(k1.b:totable(), k2.b:totable())
+    assert.same(k1.A:totable(), k2.A:totable())
+    assert.same(k1.targets, k2.targets)
+    assert.same(k1.trigger_y:totable(), k2.trigger_y:totable())
+    assert.are_not.same(k1.A:totable(), k3.A:totable())
+    -- balanced bits, 8 per target
+    for _, row in ipairs(k1.b:totable()) do
+      local ones = 0
+      for _, v in ipairs(row) do ones = ones + v end
+      assert.equal(4, ones)
+    end
+    -- keygen leaves the global generator where it was
+    ds.manual_seed(5); local a = ds.rand(1):item()
+    ds.manual_seed(5); wb.keygen{model = m, layer = "fc2", data = data, seed = 1}; local b = ds.rand(1):item()
+    assert.equal(a, b)
+  end)
+
+  for _, variant in ipairs {"paper"} do
+    it("embeds and extracts 16 bits in 2 target classes (" .. variant .. " variant)", function()
+      ds.manual_seed(21)
+      local marked = small_model(20, 4)
+      local key = wb.keygen{model = marked, layer = "fc2", data = data, bits = 16, targets = {1, 3}, variant = variant,
+        seed = 5, keys_per_class = 100}
+      fit(marked, data, key)
+      local r = wb.extract(marked, key)
+      assert.equal(0, r.ber)
+      assert.equal(16, r.matches)
+      assert.near(2 ^ -16, r.p_value, 1e-18)
+      assert.is_true(r.detected)
+      assert.equal(wb.bitstring(key.b), wb.bitstring(r.bits))
+      assert.is_string(key.model_hash)
+      assert.is_true(ds.evaluate(marked, data).accuracy > 0.9)
+      -- an unmarked model of the same architecture is not detected
+      ds.manual_seed(22)
+      local plain = small_model(20, 4)
+      fit(plain, data)
+      local n = wb.extract(plain, key)
+      assert.is_false(n.detected)
+      assert.is_true(n.p_value > 1e-3)
+    end)
+  end
+
+  it("embeds with the reference variant: the centres carry the bits, the activations follow", function()
+    ds.manual_seed(21)
+    local marked = small_model(20, 4)
+    local key = wb.keygen{model = marked, layer = "fc2", data = data, bits = 16, targets = {1, 3}, variant = "reference",
+      seed = 5, keys_per_class = 100}
+    wb.embed{model = marked, key = key, data = data, epochs = 40, batch_size = 32, progress = false,
+      optimizer = ds.optim.Adam(marked:parameters(), {lr = 1e-3})}
+    local ct = key.centres:index_select({2, 4})
+    assert.equal(1, ct:matmul(key.A):gt(0):eq(key.b):mean():item())
+    local r = wb.extract(marked, key)
+    assert.is_true(r.ber <= 0.125, "BER " .. r.ber)
+    assert.is_true(r.p_value < 1e-3)
+    -- (on Fashion-MNIST with the paper MLP it reaches BER 0: examples/whitebox.lua)
+  end)
+
+  it("saves a self-contained key; extraction needs only the model and key files", function()
+    local dir = H.tmpdir()
+    ds.manual_seed(31)
+    local m = small_model(20, 4)
+    local key = wb.keygen{model = m, layer = "fc2", data = data, bits = 8, targets = {2}, seed = 3, keys_per_class = 50}
+    fit(m, data, key, 4)
+    m:save(dir .. "/model.safetensors")
+    key:save(dir .. "/key.safetensors")
+    local k2 = wb.load(dir .. "/key.safetensors")
+    assert.same(key.targets, k2.targets)
+    assert.equal(key.model_hash, k2.model_hash)
+    assert.equal("fc2", k2.layer)
+    local m2 = small_model(20, 4):load(dir .. "/model.safetensors")
+    assert.same(wb.extract(m, key).bits, wb.extract(m2, k2).bits)
+    -- the key is not inside the model file
+    local tensors = ds.load(dir .. "/model.safetensors")
+    assert.is_nil(tensors.A)
+  end)
+
+  describe("bad input", function()
+    local m = small_model(20, 4)
+
+    it("rejects a missing layer, an absent target and bad bits", function()
+      assert.has_error(function() wb.keygen{model = m, layer = "fc9", data = data} end,
+        "whitebox.keygen: layer: no layer named 'fc9' (layers: flatten, fc1, fc2, fc3)")
+      local three = data:where_class(0, 1, 2)
+      three.classes = 4
+      assert.has_error(function() wb.keygen{model = m, layer = "fc2", data = three, targets = {3}} end,
+        "whitebox.keygen: target class 3 has no samples in synthetic")
+      assert.has_error(function() wb.keygen{model = m, layer = "fc2", data = data, targets = {7}} end,
+        "whitebox.keygen: target 7 is not a class id in 0..3")
+      assert.has_error(function() wb.keygen{model = m, layer = "fc2", data = data, bits = 15, ntargets = 2} end,
+        "whitebox.keygen: bits (15) must be a positive multiple of the number of targets (2)")
+      assert.has_error(function() wb.keygen{model = m, layer = "fc2", data = data, bits = 4, b = "01x1"} end,
+        "whitebox.keygen: bit string may only hold 0 and 1")
+      assert.has_error(function() wb.keygen{model = m, layer = "fc2", data = data, variant = "v3"} end,
+        'whitebox.keygen: variant must be "reference" or "paper", got v3')
+    end)
+
+    it("refuses a key whose layer width does not match the model", function()
+      local key = wb.keygen{model = m, layer = "fc2", data = data, bits = 8, seed = 1, keys_per_class = 10}
+      local other = ds.models.mlp{20, 48, 32, 4}
+      assert.has_error(function() wb.extract(other, key) end,
+        "whitebox: the key expects layer fc2 of width 48, the model's layer has width 32")
+      local no_layer = ds.models.mlp{20, 48, 4}
+      assert.has_error(function() wb.extract(no_layer, key) end)
+    end)
+
+    it("refuses tampered, truncated and foreign key files", function()
+      local dir = H.tmpdir()
+      local key = wb.keygen{model = m, layer = "fc2", data = data, bits = 8, seed = 1, keys_per_class = 10}
+      local p = dir .. "/k.safetensors"
+      key:save(p)
+      local f = assert(io.open(p, "rb")); local s = f:read("a"); f:close()
+      -- flip one byte of the data section
+      local t = s:sub(1, #s - 10) .. string.char((s:byte(#s - 9) + 1) % 256) .. s:sub(#s - 8)
+      local g = assert(io.open(p, "wb")); g:write(t); g:close()
+      assert.has_error(function() wb.load(p) end,
+        p .. ": the key's SHA-256 does not match its content: the file was modified or corrupted")
+      g = assert(io.open(p, "wb")); g:write(s:sub(1, #s // 2)); g:close()
+      assert.has_error(function() wb.load(p) end)
+      ds.save(p, {a = ds.ones(1)}, {format = "deepsigns-model"})
+      assert.has_error(function() wb.load(p) end, p .. ": not a deepsigns-wb-key file (format: deepsigns-model)")
+    end)
+  end)
+end)
