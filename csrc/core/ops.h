@@ -11,7 +11,7 @@
 enum ds_binary_op { DS_ADD, DS_SUB, DS_MUL, DS_DIV, DS_MAXIMUM, DS_MINIMUM,
                     DS_EQ, DS_NE, DS_LT, DS_LE, DS_GT, DS_GE, DS_BINARY_COUNT };
 enum ds_unary_op { DS_NEG, DS_EXP, DS_LOG, DS_SQRT, DS_POW, DS_ABS, DS_RELU, DS_SIGMOID,
-                   DS_TANH, DS_SQUARE, DS_CLAMP_MIN, DS_CLAMP_MAX, DS_SIGN, DS_UNARY_COUNT };
+                   DS_TANH, DS_SQUARE, DS_CLAMP_MIN, DS_CLAMP_MAX, DS_SIGN, DS_ROUND, DS_UNARY_COUNT };
 extern const char *const ds_binary_names[DS_BINARY_COUNT];
 extern const char *const ds_unary_names[DS_UNARY_COUNT];
 
@@ -35,6 +35,8 @@ ds_tensor *ds_max_all(ds_tensor *x);
 int ds_max_dim(ds_tensor *x, int dim, int keepdim, ds_tensor **values, ds_tensor **indices);
 int ds_all_finite(ds_tensor *x);
 int ds_moments(ds_tensor *x, double *mean, double *var);
+/* The k-th smallest |value| (0-based k) over several tensors together. */
+int ds_abs_kth(ds_tensor *const *ts, int n, int64_t k, float *out);
 
 /* ---- linear algebra (ops_linalg.c) ---- */
 /* 2-D x 2-D or batched 3-D x 3-D; transposed views go to GEMM without copies. */

@@ -9,7 +9,7 @@ const char *const ds_binary_names[DS_BINARY_COUNT] = {"add", "sub", "mul", "div"
                                                        "minimum", "eq", "ne", "lt", "le", "gt", "ge"};
 const char *const ds_unary_names[DS_UNARY_COUNT] = {"neg", "exp", "log", "sqrt", "pow",
                                                      "abs", "relu", "sigmoid", "tanh", "square",
-                                                     "clamp_min", "clamp_max", "sign"};
+                                                     "clamp_min", "clamp_max", "sign", "round"};
 
 #define BINARY_LOOP(EXPR)                                                          \
   for (int64_t i = 0; i < n; i++) {                                                \
@@ -107,6 +107,7 @@ static void unary_row(void *vctx, int64_t n, float *const *p, const int64_t *st)
   case DS_CLAMP_MIN: UNARY_LOOP(x < q ? q : x); break;
   case DS_CLAMP_MAX: UNARY_LOOP(x > q ? q : x); break;
   case DS_SIGN: UNARY_LOOP((float)((x > 0) - (x < 0))); break;
+  case DS_ROUND: UNARY_LOOP(nearbyintf(x)); break;
   }
 }
 
@@ -164,7 +165,7 @@ ds_tensor *ds_unary_backward(int op, ds_tensor *x, ds_tensor *y, ds_tensor *gy, 
     case DS_SQUARE: d = 2 * v; break;
     case DS_CLAMP_MIN: d = v >= q; break;
     case DS_CLAMP_MAX: d = v <= q; break;
-    default: d = 0; break; /* sign */
+    default: d = 0; break; /* sign, round */
     }
     r[i] = g[i] * d;
   }

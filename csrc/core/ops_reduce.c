@@ -3,6 +3,7 @@
 #include "iter.h"
 #include "ops.h"
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 ds_tensor *ds_sum_all(ds_tensor *x) {
@@ -178,5 +179,32 @@ int ds_moments(ds_tensor *x, double *mean, double *var) {
   *mean = m.sum / (double)n;
   double v = m.sumsq / (double)n - *mean * *mean;
   *var = v > 0 ? v : 0;
+  return DS_OK;
+}
+
+static int cmp_float(const void *a, const void *b) {
+  float x = *(const float *)a, y = *(const float *)b;
+  return (x > y) - (x < y);
+}
+
+int ds_abs_kth(ds_tensor *const *ts, int n, int64_t k, float *out) {
+  int64_t total = 0;
+  for (int i = 0; i < n; i++) total += ds_numel(ts[i]);
+  if (k < 0 || k >= total) return ds_error("abs_kth: rank %lld out of range for %lld values", (long long)k + 1, (long long)total);
+  float *buf = malloc(sizeof(float) * (size_t)total);
+  if (!buf) return ds_error("abs_kth: out of memory");
+  int64_t at = 0;
+  for (int i = 0; i < n; i++) {
+    ds_tensor *c = ds_contiguous(ts[i]);
+    if (!c) {
+      free(buf);
+      return DS_EFAIL;
+    }
+    for (int64_t j = 0; j < ds_numel(c); j++) buf[at++] = fabsf(ds_data(c)[j]);
+    ds_release(c);
+  }
+  qsort(buf, (size_t)total, sizeof(float), cmp_float);
+  *out = buf[k];
+  free(buf);
   return DS_OK;
 }

@@ -116,6 +116,22 @@ static int l_moments(lua_State *L) { /* mean, std of all elements */
   return 2;
 }
 
+static int l_abs_kth(lua_State *L) { /* abs_kth({tensors}, k 1-based) */
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int n = (int)luaL_len(L, 1);
+  if (n < 1 || n > 4096) return luaL_argerror(L, 1, "expects 1 to 4096 tensors");
+  static ds_tensor *ts[4096]; /* not re-entrant; Lua is single-threaded here */
+  for (int i = 0; i < n; i++) {
+    lua_geti(L, 1, i + 1);
+    ts[i] = lt_check(L, -1);
+    lua_pop(L, 1); /* still referenced by the table */
+  }
+  float v;
+  if (ds_abs_kth(ts, n, luaL_checkinteger(L, 2) - 1, &v)) return lt_raise(L);
+  lua_pushnumber(L, v);
+  return 1;
+}
+
 static int l_matmul(lua_State *L) { lt_push(L, ds_matmul(lt_check(L, 1), lt_check(L, 2))); return 1; }
 
 static int l_linear(lua_State *L) {
@@ -156,7 +172,7 @@ static int l_gemm_naive(lua_State *L) {
 static const luaL_Reg fns[] = {{"binary", l_binary}, {"binary_", l_binary_}, {"unary", l_unary},
                                {"unary_", l_unary_}, {"unary_backward", l_unary_backward},
                                {"axpy_", l_axpy}, {"sum", l_sum}, {"sum_to", l_sum_to}, {"max", l_max},
-                               {"all_finite", l_all_finite}, {"moments", l_moments}, {"matmul", l_matmul}, {"linear", l_linear},
+                               {"all_finite", l_all_finite}, {"moments", l_moments}, {"abs_kth", l_abs_kth}, {"matmul", l_matmul}, {"linear", l_linear},
                                {"linear_backward", l_linear_backward}, {"sqdist", l_sqdist},
                                {"sqdist_backward", l_sqdist_backward}, {"gemm_naive", l_gemm_naive},
                                {NULL, NULL}};

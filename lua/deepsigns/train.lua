@@ -129,7 +129,7 @@ function TR.train(opts)
       else
         logits = model(x)
       end
-      local loss = loss_fn(logits, y)
+      local loss = loss_fn(logits, y, x)
       local total = loss
       local batch = {x = x, y = y, logits = logits, epoch = epoch, index = b}
       local reg_vals = {}

@@ -277,6 +277,9 @@ function WB.embed(opts)
     regularizers = regs, test = opts.test, progress = opts.progress, log = opts.log, on_epoch = opts.on_epoch,
     augment = opts.augment}
   for _, p in ipairs(reg.optimizer.params) do A.set_requires_grad(p, false); p.grad = nil end
+  -- reference activations of some triggers, for realigning extraction (secret too)
+  local nref = math.min(core.size(key.trigger_x, 1), 256)
+  key.reference_acts = key:activations(model, core.narrow(key.trigger_x, 1, 1, nref))
   key.model_hash = K.model_hash(model)
   return history
 end
