@@ -67,7 +67,7 @@ deps:
 	@sh .ci/deps.sh
 
 TEST_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
-           LUA_CPATH="$(CURDIR)/$(BUILD)/lib/?.so;;"
+           LUA_CPATH="$(CURDIR)/$(BUILD)/lib/?.so;;" DEEPSIGNS_BIN="$(CURDIR)/$(BUILD)/bin/deepsigns"
 test: deps
 	@$(MAKE) --no-print-directory all
 	@$(TEST_ENV) sh .ci/busted.sh $(LUA) $(BUSTED) --exclude-tags=slow spec

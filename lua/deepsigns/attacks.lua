@@ -289,7 +289,7 @@ function AT.overwrite(model, data, opts)
     local key = wb.keygen{model = m, layer = layer, data = d, bits = opts.bits or (opts.key and opts.key.bits) or 32,
       ntargets = opts.ntargets or 1, variant = opts.variant or (opts.key and opts.key.variant) or "paper",
       seed = opts.seed or 4242, keys_per_class = opts.keys_per_class}
-    wb.embed{model = m, key = key, data = d, epochs = opts.epochs or 2,
+    wb.embed{model = m, key = key, data = d, epochs = opts.epochs or 2, batch_size = opts.batch_size,
       optimizer = require("deepsigns.optim").Adam(m:parameters(), {lr = opts.lr or 1e-3}), progress = false}
     return m, key
   elseif scheme == "blackbox" then

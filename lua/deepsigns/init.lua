@@ -41,6 +41,9 @@ local lazy = {nn = "deepsigns.nn", optim = "deepsigns.optim", functional = "deep
   watermark = "deepsigns.watermark", attacks = "deepsigns.attacks", report = "deepsigns.report",
   stats = "deepsigns.stats"}
 
+function ds.robustness(cfg) return require("deepsigns.robustness").run(cfg) end
+function ds.sweep(spec) return require("deepsigns.sweep").run(spec) end
+
 function ds.train(opts) return require("deepsigns.train").train(opts) end
 function ds.evaluate(model, data, opts) return require("deepsigns.train").evaluate(model, data, opts) end
 

@@ -1,0 +1,219 @@
+local H = require "helper"
+local ds = H.ds
+local wb = ds.watermark.whitebox
+local AT = ds.attacks
+
+local data = H.synthetic(1200, 20, 4, 3)
+
+-- a marked model and its key (paper variant, 16 bits in 2 classes)
+local function marked_model()
+  ds.manual_seed(21)
+  local m = ds.models.mlp{20, 48, 48, 4}
+  local key = wb.keygen{model = m, layer = "fc2", data = data, bits = 16, targets = {1, 3}, variant = "paper", seed = 5,
+    keys_per_class = 100}
+  wb.embed{model = m, key = key, data = data, epochs = 8, batch_size = 64, progress = false,
+    optimizer = ds.optim.Adam(m:parameters(), {lr = 3e-3})}
+  return m, key
+end
+
+local function same_weights(a, b)
+  for name, p in a:named_parameters() do
+    if ds.core.to_bytes(p) ~= ds.core.to_bytes(b:state_dict()[name]) then return false end
+  end
+  return true
+end
+
+describe("attacks", function()
+  local model, key = marked_model()
+  local original = model:clone()
+
+  after_each(function() assert.is_true(same_weights(model, original), "an attack changed its input model") end)
+
+  it("prunes the smallest weights per layer and globally", function()
+    local p = AT.prune(model, {rate = 0.5})
+    for name, t in p:named_parameters() do
+      if t:dim() == 2 then
+        local zeros = t:eq(0):sum():item()
+        assert.near(0.5 * t:numel(), zeros, 1)
+      end
+    end
+    local g = AT.prune(model, {rate = 0.9, scope = "global"})
+    local z, n = 0, 0
+    for _, t in ipairs(g:parameters()) do if t:dim() == 2 then z = z + t:eq(0):sum():item(); n = n + t:numel() end end
+    assert.near(0.9, z / n, 0.01)
+    local b = AT.prune(model, {rate = 0.999, biases = true})
+    assert.is_true(b:layer("fc1").bias:eq(0):sum():item() >= 47)
+  end)
+
+  it("keeps the white-box mark after 50% pruning", function()
+    assert.equal(0, wb.extract(AT.prune(model, {rate = 0.5}), key).ber)
+  end)
+
+  it("fine-tunes in the four modes", function()
+    for _, mode in ipairs {"FTLL", "FTAL", "RTLL", "RTAL"} do
+      local f = AT.finetune(model, data, {mode = mode, epochs = 1, lr = 1e-3, fraction = 0.5})
+      local changed_first = ds.core.to_bytes(f:layer("fc1").weight) ~= ds.core.to_bytes(model:layer("fc1").weight)
+      local changed_last = ds.core.to_bytes(f:layer("fc3").weight) ~= ds.core.to_bytes(model:layer("fc3").weight)
+      assert.is_true(changed_last, mode)
+      assert.equal(mode:sub(3) == "AL", changed_first, mode)
+    end
+  end)
+
+  it("quantizes to k bits and adds weight noise", function()
+    local q = AT.quantize(model, {bits = 4})
+    local w = q:layer("fc1").weight
+    local levels = {}
+    for _, v in ipairs(ds.core.flat(w)) do levels[string.format("%.6f", v)] = true end
+    local count = 0
+    for _ in pairs(levels) do count = count + 1 end
+    assert.is_true(count <= 15)
+    local n = AT.noise(model, {sigma = 0.5})
+    local d = (n:layer("fc2").weight - model:layer("fc2").weight)
+    local _, sd = ds.core.moments(model:layer("fc2").weight)
+    local _, dsd = ds.core.moments(d)
+    assert.near(0.5 * sd, dsd, 0.1 * sd)
+  end)
+
+  it("permutes and rescales units without changing the function; realignment recovers the mark", function()
+    local p = AT.permute(model, {layer = "fc2", seed = 9, scale = true})
+    local x = data.x:narrow(1, 1, 50)
+    assert.tensor_near(model(x), p(x), 1e-4)
+    local plain = AT.permute(model, {layer = "fc2", seed = 9})
+    assert.equal(ds.evaluate(model, data).accuracy, ds.evaluate(plain, data).accuracy)
+    assert.is_true(wb.extract(p, key).ber > 0.2)
+    local r = wb.extract(p, key, {realign = true})
+    assert.equal(0, r.ber)
+    assert.is_true(r.detected)
+  end)
+
+  it("fine-prunes the least active units", function()
+    local f = AT.fineprune(model, data, {layer = "fc2", rate = 0.5, epochs = 1})
+    assert.equal(24, f.pruned_units)
+    local zero_rows = 0
+    for _, row in ipairs(f:layer("fc2").weight:totable()) do
+      local all = true
+      for _, v in ipairs(row) do if v ~= 0 then all = false break end end
+      if all then zero_rows = zero_rows + 1 end
+    end
+    assert.equal(24, zero_rows)
+  end)
+
+  it("distils into a fresh student and overwrites a mark", function()
+    ds.manual_seed(4)
+    local s = AT.distill(model, ds.models.mlp{20, 32, 4}, data, {T = 3, epochs = 3})
+    assert.is_true(ds.evaluate(s, data).accuracy > 0.8)
+    local attacked, akey = AT.overwrite(model, data, {scheme = "whitebox", key = key, seed = 77, epochs = 8})
+    assert.equal(0, wb.extract(attacked, akey).ber)
+    assert.are_not.same(key.A:totable(), akey.A:totable())
+  end)
+
+  it("checks its arguments", function()
+    assert.has_error(function() AT.prune(model, {rate = 2}) end, "attacks.prune: rate must be a number in [0, 1], got 2")
+    assert.has_error(function() AT.finetune(model, data, {mode = "XX"}) end,
+      "attacks.finetune: mode must be FTLL, FTAL, RTLL or RTAL, got XX")
+    assert.has_error(function() AT.permute(model, {}) end, "attacks.permute: option 'layer' is required")
+    assert.has_error(function() AT.quantize(model, {bits = 1}) end, "attacks.quantize: bits must be an integer in 2..16")
+  end)
+
+  describe("evaluation", function()
+    it("returns one row per strength with the success rule", function()
+      local rows = ds.robustness{model = model, test = data, attack = "prune", strengths = {0.3, 0.999}, wb_key = key,
+        max_drop = 5}
+      assert.equal(2, #rows)
+      assert.equal("prune", rows[1].attack)
+      assert.equal(0, rows[1].ber)
+      assert.is_false(rows[1].removed)
+      assert.is_false(rows[1].success)
+      assert.is_number(rows[2].accuracy_drop)
+      assert.equal(rows[2].removed and rows[2].accuracy_drop <= 5, rows[2].success)
+    end)
+
+    it("prints the overwriting cross matrix", function()
+      ds.manual_seed(8)
+      local unmarked = ds.models.mlp{20, 48, 48, 4}
+      ds.train{model = unmarked, data = data, epochs = 3, progress = false}
+      local matrix = ds.robustness_matrix and nil or require("deepsigns.robustness").overwrite_matrix{model = model,
+        data = data, unmarked = unmarked, wb_key = key, options = {seed = 77, epochs = 8}}
+      assert.equal(6, #matrix)
+      assert.equal("owner key", matrix[1].key)
+      assert.equal("attacked", matrix[1].model)
+      assert.is_true(matrix[2].detected) -- owner key on the original
+      assert.is_true(matrix[4].detected) -- attacker key on the attacked model
+      assert.is_false(matrix[5].detected) -- attacker key on the owner's original
+      assert.matches("owner key", require("deepsigns.robustness").format_matrix(matrix))
+    end)
+  end)
+
+  describe("sweeps", function()
+    local dir = H.tmpdir()
+    model:save(dir .. "/model.safetensors")
+    key:save(dir .. "/key.safetensors")
+    local f = assert(io.open(dir .. "/setup.lua", "w"))
+    f:write(string.format([[
+package.path = %q .. ";" .. package.path
+local H = require "helper"
+return function()
+  local ds = require "deepsigns"
+  local data = H.synthetic(1200, 20, 4, 3)
+  return {model = ds.models.mlp{20, 48, 48, 4}:load(%q), test = data, data = data,
+    wb_key = ds.watermark.whitebox.load(%q)}
+end
+]], H.root .. "/spec/?.lua", dir .. "/model.safetensors", dir .. "/key.safetensors"))
+    f:close()
+    local function spec(out, extra)
+      local s = {setup = dir .. "/setup.lua", out = out, progress = false,
+        attacks = {{name = "prune", strengths = {0.2, 0.6, 0.95}}, {name = "noise", strengths = {0.1, 1}}}, seeds = {1, 2}}
+      for k, v in pairs(extra or {}) do s[k] = v end
+      return s
+    end
+    local function strip(rows)
+      local out = {}
+      for i, r in ipairs(rows) do out[i] = {r.id, r.accuracy, r.ber, r.wb_p_value} end
+      return out
+    end
+
+    it("runs in process, resumes without redoing rows, and matches worker processes and GNU parallel", function()
+      local out = dir .. "/a.jsonl"
+      local rows = ds.sweep(spec(out))
+      assert.equal(10, #rows)
+      -- a sweep "killed" after 4 rows: keep the first 4 rows, then restart
+      local kept = {}
+      local fh = io.open(out)
+      for line in fh:lines() do if #kept < 4 then kept[#kept + 1] = line end end
+      fh:close()
+      local partial = dir .. "/b.jsonl"
+      fh = io.open(partial, "w"); fh:write(table.concat(kept, "\n") .. "\n"); fh:close()
+      local ran = 0
+      local resumed = ds.sweep(spec(partial, {progress = true, log = function() ran = ran + 1 end}))
+      assert.equal(6, ran)
+      assert.same(strip(rows), strip(resumed))
+      -- two worker processes
+      local par = ds.sweep(spec(dir .. "/c.jsonl", {workers = 2}))
+      assert.same(strip(rows), strip(par))
+      -- the GNU parallel job list
+      if os.execute("command -v parallel >/dev/null 2>&1") ~= true then
+        pending("GNU parallel is not installed")
+        return
+      end
+      local s = spec(dir .. "/d.jsonl", {mode = "jobs"})
+      local files = ds.sweep(s)
+      assert.is_true(os.execute("parallel -j 2 --will-cite < " .. files.jobs .. " >/dev/null 2>&1"))
+      assert.is_true(os.execute(files.merge .. " >/dev/null"))
+      local merged = ds.report.read_jsonl(dir .. "/d.jsonl")
+      assert.same(strip(rows), strip(merged))
+      local slurm = io.open(files.slurm):read("a")
+      assert.matches("#SBATCH --array=1-10", slurm, 1, true)
+      local csv = io.open(dir .. "/d.csv"):read("a")
+      assert.matches("^attack,strength,seed,accuracy", csv)
+    end)
+  end)
+
+  it("plots with gnuplot", function()
+    if not ds.report.gnuplot_available() then pending("gnuplot is not installed") return end
+    local dir = H.tmpdir()
+    local rows = {{strength = 0.1, ber = 0, accuracy = 0.9}, {strength = 0.5, ber = 0.1, accuracy = 0.85}}
+    local png, svg = ds.report.plot(rows, dir .. "/fig", {title = "pruning"})
+    assert.is_not_nil(io.open(png))
+    assert.matches("<svg", io.open(svg):read("a"))
+  end)
+end)
