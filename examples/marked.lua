@@ -1,0 +1,58 @@
+-- The owner's marked model shared by the demo and the paper scripts: the paper
+-- MLP (or CNN) trained with a white-box mark (paper variant, 32 bits, layer fc2),
+-- then given a black-box mark (K keys); plus an unmarked baseline from the same
+-- seed. Cached under opts.out so the scripts can share them (--fresh rebuilds).
+local ds = require "deepsigns"
+local C = require "common"
+local wb, bb = ds.watermark.whitebox, ds.watermark.blackbox
+
+local M = {}
+
+local function exists(p) local f = io.open(p) if f then f:close() return true end return false end
+
+function M.get(opts)
+  local train, test, new_model, layer, what = C.experiment(opts)
+  local dir = opts.out or "results"
+  os.execute("mkdir -p " .. dir)
+  local K = opts.K or 20
+  local tag = string.format("%s/owner_%s_K%d_e%d_s%d", dir, opts.cifar and "cifar" or (opts.mnist and "mnist" or "fashion"),
+    K, opts.epochs, opts.seed)
+  local files = {model = tag .. "_marked.safetensors", base = tag .. "_unmarked.safetensors",
+    wb = tag .. "_wb_key.safetensors", bb = tag .. "_bb_key.safetensors"}
+  local r = {train = train, test = test, new_model = new_model, layer = layer, what = what}
+  if not opts.fresh and exists(files.model) and exists(files.base) and exists(files.wb) and exists(files.bb) then
+    r.model = new_model():load(files.model)
+    r.unmarked = new_model():load(files.base)
+    r.wb_key, r.bb_key = wb.load(files.wb), bb.load(files.bb)
+    r.cached = true
+    return r
+  end
+  local t0 = ds.clock()
+  ds.manual_seed(opts.seed)
+  r.unmarked = new_model()
+  local hist = C.fit(r.unmarked, train, opts.epochs)
+  r.plain_seconds = C.mean_epoch_seconds(hist)
+  ds.manual_seed(opts.seed)
+  r.model = new_model()
+  r.wb_key = wb.keygen{model = r.model, layer = layer, data = train, bits = opts.bits or 32, targets = {0},
+    variant = "paper", seed = opts.seed + 100}
+  local whist = C.fit(r.model, train, opts.epochs, {key = r.wb_key})
+  r.marked_seconds = C.mean_epoch_seconds(whist)
+  r.wb_accuracy = ds.evaluate(r.model, test).accuracy
+  -- black-box keys on top; null models drop keys that transfer
+  local nulls = {}
+  for i = 1, opts.null_models or 1 do
+    ds.manual_seed(opts.seed + 500 + i)
+    nulls[i] = new_model()
+    C.fit(nulls[i], train, math.max(1, opts.epochs // 2))
+  end
+  r.bb_key = bb.keygen{model = r.model, data = train, K = K, seed = opts.seed + 200, null_models = nulls}
+  r.model:save(files.model, {seed = opts.seed})
+  r.unmarked:save(files.base, {seed = opts.seed})
+  r.wb_key:save(files.wb)
+  r.bb_key:save(files.bb)
+  r.seconds = ds.clock() - t0
+  return r
+end
+
+return M
