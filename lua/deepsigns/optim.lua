@@ -49,6 +49,34 @@ function Optimizer:step()
   end
 end
 
+-- Optimiser state for checkpoints: tensors under prefix .. "<i>.<name>", and the
+-- plain values (iterations, lr, per-parameter counters) as a table.
+function Optimizer:state_tensors(prefix, into)
+  local plain = {iterations = self.iterations, lr = self.lr, params = {}}
+  for i, st in pairs(self.state) do
+    local p = {}
+    for k, v in pairs(st) do
+      if T.is_tensor(v) then into[prefix .. i .. "." .. k] = v else p[k] = v end
+    end
+    plain.params[tostring(i)] = p
+  end
+  return plain
+end
+
+function Optimizer:load_state_tensors(prefix, tensors, plain)
+  self.iterations, self.lr = plain.iterations or 0, plain.lr or self.lr
+  self.state = {}
+  for i = 1, #self.params do
+    local st, any = {}, false
+    for k, v in pairs((plain.params or {})[tostring(i)] or {}) do st[k] = math.tointeger(v) or v; any = true end
+    for name, t in pairs(tensors) do
+      local idx, k = name:match("^" .. prefix:gsub("%.", "%%.") .. "(%d+)%.(.+)$")
+      if idx and tonumber(idx) == i then st[k] = core.clone(t); any = true end
+    end
+    if any then self.state[i] = st end
+  end
+end
+
 -- SGD with momentum, dampening, Nesterov and (L2) weight decay, as PyTorch.
 O.SGD = class("optim.SGD", Optimizer)
 function O.SGD:__init(params, opts)

@@ -94,6 +94,60 @@ function Progress:epoch(stats)
   else self.log(line) end
 end
 
+-- Checkpoints: one safetensors file holding the model, the optimiser(s), the
+-- generator state, the schedule and the history, written atomically each epoch.
+local function save_checkpoint(path, model, opt, regs, schedule, epoch, history)
+  local cjson = require "cjson"
+  local tensors = {}
+  for k, v in pairs(model:state_dict()) do tensors["model." .. k] = v end
+  local md = {format = "deepsigns-checkpoint", epoch = tostring(epoch), rng = (core.rng_state():gsub(".", function(c)
+    return string.format("%02x", c:byte()) end))}
+  md.optimizer = cjson.encode(opt:state_tensors("optim.", tensors))
+  local reg_states = {}
+  for i, r in ipairs(regs) do
+    if r.optimizer then
+      for j, p in ipairs(r.optimizer.params) do tensors["reg." .. i .. ".param." .. j] = p end
+      reg_states[i] = r.optimizer:state_tensors("reg." .. i .. ".optim.", tensors)
+    end
+  end
+  md.regularizers = cjson.encode(reg_states)
+  if schedule then md.schedule = cjson.encode({epoch = schedule.epoch}) end
+  md.history = cjson.encode(history)
+  require("deepsigns.safetensors").save(path, tensors, md)
+end
+
+local function load_checkpoint(path, model, opt, regs, schedule)
+  local cjson = require "cjson"
+  local tensors, md = require("deepsigns.safetensors").load(path)
+  if md.format ~= "deepsigns-checkpoint" then error("train: " .. path .. " is not a training checkpoint", 0) end
+  local sd = {}
+  for k, v in pairs(tensors) do
+    local name = k:match("^model%.(.+)$")
+    if name then sd[name] = v end
+  end
+  local ok, err = pcall(model.load_state_dict, model, sd)
+  if not ok then error("train: " .. path .. " does not fit this model: " .. tostring(err), 0) end
+  opt:load_state_tensors("optim.", tensors, cjson.decode(md.optimizer))
+  local rs = cjson.decode(md.regularizers or "[]")
+  for i, r in ipairs(regs) do
+    if r.optimizer and rs[i] then
+      for j, p in ipairs(r.optimizer.params) do
+        local t = tensors["reg." .. i .. ".param." .. j]
+        if t then core.copy(p, t) end
+      end
+      r.optimizer:load_state_tensors("reg." .. i .. ".optim.", tensors, rs[i])
+    end
+  end
+  if schedule and md.schedule then
+    schedule.epoch = math.tointeger(cjson.decode(md.schedule).epoch) or 0
+    if schedule.epoch > 0 then schedule.optimizer.lr = schedule.fn(schedule.base_lr, schedule.epoch, schedule.opts) end
+  end
+  local rng = md.rng:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+  core.set_rng_state(rng)
+  local history = cjson.decode(md.history or "[]")
+  return math.tointeger(tonumber(md.epoch)), history
+end
+
 function TR.train(opts)
   if type(opts) ~= "table" then error("train: expects an option table {model=, data=, ...}", 2) end
   local model, data = opts.model, opts.data
@@ -113,8 +167,18 @@ function TR.train(opts)
   local nb = data:num_batches(bs, opts.drop_last)
   local progress = new_progress(opts, epochs, nb)
   if opts.progress == false then progress.tty = false; progress.log = opts.log or function() end end
-  local history = {}
-  for epoch = 1, epochs do
+  local history, first = {}, 1
+  if opts.resume then
+    local f = io.open(opts.resume, "rb")
+    if f then -- no checkpoint yet: a fresh start
+      f:close()
+      local done
+      done, history = load_checkpoint(opts.resume, model, opt, regs, opts.schedule)
+      first = done + 1
+      progress.log(string.format("resumed from %s after epoch %d", opts.resume, done))
+    end
+  end
+  for epoch = first, epochs do
     model:train()
     local s = {n = 0, right = 0, loss_sum = 0, reg = {}, skipped = 0}
     local t0 = core.clock()
@@ -183,6 +247,7 @@ function TR.train(opts)
     end
     history[epoch] = stats
     progress:epoch(stats)
+    if opts.checkpoint then save_checkpoint(opts.checkpoint, model, opt, regs, opts.schedule, epoch, history) end
     if opts.on_epoch and opts.on_epoch(epoch, stats) == false then break end
   end
   return history

@@ -275,7 +275,7 @@ function WB.embed(opts)
   local history = require("deepsigns.train").train{model = model, data = opts.data, epochs = opts.epochs or 1,
     batch_size = opts.batch_size or 128, optimizer = opts.optimizer, lr = opts.lr, schedule = opts.schedule,
     regularizers = regs, test = opts.test, progress = opts.progress, log = opts.log, on_epoch = opts.on_epoch,
-    augment = opts.augment}
+    augment = opts.augment, checkpoint = opts.checkpoint, resume = opts.resume}
   for _, p in ipairs(reg.optimizer.params) do A.set_requires_grad(p, false); p.grad = nil end
   -- reference activations of some triggers, for realigning extraction (secret too)
   local nref = math.min(core.size(key.trigger_x, 1), 256)
