@@ -1,6 +1,8 @@
 /* The only file that includes cblas.h. */
 #include "blas.h"
 #include <cblas.h>
+#include <stdlib.h>
+#include <time.h>
 
 static int use_naive;
 
@@ -58,4 +60,26 @@ int ds_blas_serial_begin(void) {
 
 void ds_blas_serial_end(int saved) {
   if (saved != 1) openblas_set_num_threads(saved);
+}
+
+double ds_bench_raw_sgemm(int64_t m, int64_t n, int64_t k, int reps) {
+  float *a = malloc(sizeof(float) * (size_t)(m * k)), *b = malloc(sizeof(float) * (size_t)(k * n));
+  float *c = malloc(sizeof(float) * (size_t)(m * n));
+  if (!a || !b || !c) {
+    free(a), free(b), free(c);
+    return -1;
+  }
+  for (int64_t i = 0; i < m * k; i++) a[i] = (float)(i % 7) * 0.1f;
+  for (int64_t i = 0; i < k * n; i++) b[i] = (float)(i % 5) * 0.1f;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1.0f, a, (blasint)k, b,
+              (blasint)n, 0.0f, c, (blasint)n); /* warm-up */
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (int r = 0; r < reps; r++)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1.0f, a, (blasint)k, b,
+                (blasint)n, 0.0f, c, (blasint)n);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+  free(a), free(b), free(c);
+  return 2.0 * (double)m * (double)n * (double)k * reps / secs / 1e9;
 }

@@ -15,6 +15,10 @@ void ds_gemm_naive(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, fl
 void ds_gemm_use_naive(int on);
 int ds_gemm_is_naive(void);
 
+/* GFLOP/s of cblas_sgemm called directly on m x k times k x n (the benchmark's
+ * reference beside ds.matmul); -1 when out of memory. */
+double ds_bench_raw_sgemm(int64_t m, int64_t n, int64_t k, int reps);
+
 /* Threads for OpenBLAS and for the core's own OpenMP loops. */
 void ds_set_num_threads(int n);
 int ds_get_num_threads(void);

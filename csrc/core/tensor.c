@@ -3,6 +3,7 @@
 #include "iter.h"
 #include <stdatomic.h>
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,7 +12,19 @@ static _Atomic int64_t live_tensors, live_bytes;
 int64_t ds_live_tensors(void) { return live_tensors; }
 int64_t ds_live_bytes(void) { return live_bytes; }
 
+/* Per-batch buffers (hundreds of KB) would each be a fresh mmap with its page
+ * faults under glibc's default threshold; keep blocks below 64 MiB on the heap
+ * and do not hand freed memory back to the system at every free. */
+static void tune_allocator(void) {
+  static int done;
+  if (done) return;
+  done = 1;
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 128 << 20);
+}
+
 static ds_storage *storage_new(int64_t n, int zero) {
+  tune_allocator();
   ds_storage *s = malloc(sizeof *s);
   if (!s) return NULL;
   size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(float);

@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+#include "../core/blas.h"
 #include "binding.h"
 
 static int l_clock(lua_State *L) { /* monotonic seconds */
@@ -36,7 +37,13 @@ static int l_isatty(lua_State *L) { /* isatty(fd) */
   return 1;
 }
 
-static const luaL_Reg fns[] = {{"clock", l_clock}, {"peak_rss", l_peak_rss}, {"rss", l_rss},
+static int l_bench_raw_sgemm(lua_State *L) {
+  lua_pushnumber(L, ds_bench_raw_sgemm(luaL_checkinteger(L, 1), luaL_checkinteger(L, 2), luaL_checkinteger(L, 3),
+                                       (int)luaL_checkinteger(L, 4)));
+  return 1;
+}
+
+static const luaL_Reg fns[] = {{"bench_raw_sgemm", l_bench_raw_sgemm}, {"clock", l_clock}, {"peak_rss", l_peak_rss}, {"rss", l_rss},
                                {"isatty", l_isatty}, {NULL, NULL}};
 
 void lt_open_sys(lua_State *L) { luaL_setfuncs(L, fns, 0); }

@@ -1,0 +1,124 @@
+-- make bench: the performance suite. Prints a table and writes results/bench.json.
+-- Each figure is measured in this run, beside its reference (raw sgemm, plain training).
+-- Run: build/bin/deepsigns examples/bench/run.lua [--quick] [--out results]
+package.path = "examples/?.lua;" .. package.path
+local ds = require "deepsigns"
+local cjson = require "cjson"
+local opts = require("args")(arg, {out = "results"})
+local core = ds.core
+local results, lines = {}, {}
+
+local function record(name, value, unit, ref, target)
+  results[#results + 1] = {name = name, value = value, unit = unit, reference = ref, target = target}
+  local line = string.format("%-44s %12.1f %-10s", name, value, unit)
+  if ref then line = line .. string.format("  (reference %.1f)", ref) end
+  if target then line = line .. "  target " .. target end
+  print(line)
+end
+
+local function median(t)
+  table.sort(t)
+  return #t % 2 == 1 and t[(#t + 1) // 2] or (t[#t // 2] + t[#t // 2 + 1]) / 2
+end
+
+print(string.format("threads: %d; machine: %s", ds.get_num_threads(),
+  (io.popen("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"):read("l") or "?"):gsub("^%s+", "")))
+
+-- 1. matmul through ds vs raw cblas_sgemm, same shapes, same run
+print("\n-- matmul (GFLOP/s)")
+local shapes = {{512, 512, 512, "512^3"}, {128, 512, 784, "MLP fc1 forward (128x784 . 784x512)"},
+  {128, 512, 512, "MLP fc2 forward (128x512 . 512x512)"}, {512, 784, 128, "MLP fc1 weight grad (512x128 . 128x784)"},
+  {128, 784, 512, "MLP fc1 input grad (128x512 . 512x784)"}}
+for _, s in ipairs(shapes) do
+  local m, n, k = s[1], s[2], s[3]
+  local reps = math.max(5, math.floor(2e10 / (2 * m * n * k)))
+  local a, b = ds.randn(m, k), ds.randn(k, n)
+  local best_ds, best_raw = 0, 0
+  for _ = 1, 3 do -- best of 3, interleaved
+    local t0 = ds.clock()
+    for _ = 1, reps do core.matmul(a, b) end
+    best_ds = math.max(best_ds, 2 * m * n * k * reps / (ds.clock() - t0) / 1e9)
+    best_raw = math.max(best_raw, core.bench_raw_sgemm(m, n, k, reps))
+  end
+  record("ds matmul " .. s[4], best_ds, "GFLOP/s", best_raw, ">= 95% of raw")
+  results[#results].ratio = best_ds / best_raw
+end
+
+-- 2. paper MLP on Fashion-MNIST: training (Adam, batch 128) and inference
+print("\n-- paper MLP, Fashion-MNIST, batch 128, Adam")
+local train, test = ds.data.fashion_mnist{normalize = true}
+local n_sub = opts.quick and 10000 or 30000
+local sub = train:subset(ds.arange(n_sub):totable())
+local function mlp_rate(dropout)
+  local rates = {}
+  for rep = 1, 3 do
+    ds.manual_seed(rep)
+    local m = ds.models.mlp{784, 512, 512, 10, dropout = dropout}
+    local h = ds.train{model = m, data = sub, epochs = 1, progress = false}
+    rates[rep] = h[1].samples_per_sec
+  end
+  return median(rates)
+end
+record("MLP training, dropout 0.2", mlp_rate(0.2), "samples/s", nil, ">= 25000")
+record("MLP training, no dropout", mlp_rate(0), "samples/s")
+local m = ds.models.mlp{784, 512, 512, 10, dropout = 0.2}
+local t0 = ds.clock()
+ds.evaluate(m, test, {batch_size = 128})
+record("MLP inference (batch 128)", #test / (ds.clock() - t0), "samples/s")
+
+-- 3. paper CNN training
+print("\n-- paper CNN, batch 128, Adam (random inputs)")
+for _, input in ipairs {{1, 28, 28}, {3, 32, 32}} do
+  local n = opts.quick and 640 or 1920
+  ds.manual_seed(1)
+  local x = ds.rand(n, table.unpack(input))
+  local y = {}
+  for i = 1, n do y[i] = (i - 1) % 10 end
+  local d = ds.data.Dataset{x = x, y = ds.tensor(y), classes = 10}
+  local c = ds.models.cifar_cnn{input = input}
+  ds.train{model = c, data = d:subset(ds.arange(256):totable()), epochs = 1, progress = false} -- warm-up
+  local h = ds.train{model = c, data = d, epochs = 1, progress = false}
+  record("CNN training " .. table.concat(input, "x"), h[1].samples_per_sec, "samples/s", nil,
+    input[1] == 1 and ">= 1000" or ">= 700")
+end
+
+-- 4. white-box overhead: plain and marked epochs interleaved, median of 3 each
+print("\n-- white-box watermark (paper variant, 32 bits, fc2)")
+local wb, bb = ds.watermark.whitebox, ds.watermark.blackbox
+local plain_t, marked_t = {}, {}
+local key, marked
+for rep = 1, 3 do
+  ds.manual_seed(rep)
+  local p = ds.models.mlp{784, 512, 512, 10, dropout = 0.2}
+  plain_t[rep] = ds.train{model = p, data = sub, epochs = 1, progress = false}[1].seconds
+  ds.manual_seed(rep)
+  marked = ds.models.mlp{784, 512, 512, 10, dropout = 0.2}
+  key = wb.keygen{model = marked, layer = "fc2", data = sub, bits = 32, targets = {0}, seed = 1}
+  marked_t[rep] = wb.embed{model = marked, key = key, data = sub, epochs = 1, progress = false}[1].seconds
+end
+local overhead = 100 * (median(marked_t) / median(plain_t) - 1)
+record("white-box overhead per epoch", overhead, "%", nil, "<= 3")
+t0 = ds.clock()
+for _ = 1, 5 do wb.extract(marked, key) end
+record("white-box extraction (500 triggers)", (ds.clock() - t0) / 5 * 1000, "ms")
+local bkey = bb.Key{inputs = ds.rand(20, 1, 28, 28), labels = ds.zeros(20), K = 20, classes = 10, p = 1e-4,
+  input_shape = {1, 28, 28}}
+t0 = ds.clock()
+for _ = 1, 20 do bb.detect(marked, bkey) end
+record("black-box detection (K = 20)", (ds.clock() - t0) / 20 * 1000, "ms")
+
+-- 5. memory: the paper MLP on all of Fashion-MNIST, in a fresh process
+print("\n-- memory, paper MLP trained on all 60000 images (fresh process)")
+local bin = arg[-1] or "deepsigns"
+local p = io.popen(string.format("%s examples/bench/memory.lua %d", bin, opts.quick and 2 or 3))
+local mem = cjson.decode(p:read("a"))
+p:close()
+record("resident memory after the first epoch", mem.first / 2 ^ 20, "MiB")
+record("growth from epoch 1 to the last", (mem.last - mem.first) / 2 ^ 20, "MiB", nil, "none")
+record("peak resident memory", mem.peak / 2 ^ 20, "MiB", nil, "< 400")
+
+os.execute("mkdir -p " .. opts.out)
+local f = assert(io.open(opts.out .. "/bench.json", "w"))
+f:write(cjson.encode({threads = ds.get_num_threads(), results = results}), "\n")
+f:close()
+print("\nwritten to " .. opts.out .. "/bench.json")
