@@ -43,7 +43,8 @@ MODULE   := $(BUILD)/lib/deepsigns/core.so
 INTERP   := $(BUILD)/bin/deepsigns
 ALL_CFLAGS = $(CFLAGS) $(DS_CFLAGS) $(SAN) $(LUA_CFLAGS) $(BLAS_CFLAGS)
 
-.PHONY: all deps test test-slow test-asan demo bench install clean
+.SECONDARY:
+.PHONY: all deps test test-slow test-asan fuzz demo bench install clean
 all: $(MODULE) $(INTERP)
 
 $(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
@@ -85,6 +86,27 @@ test-asan: deps
 	 LSAN_OPTIONS=suppressions=$(CURDIR)/.ci/lsan.supp:print_suppressions=0 \
 	 sh .ci/busted.sh build-asan/bin/deepsigns $(BUSTED) --exclude-tags=slow spec
 
+# libFuzzer harnesses (clang), each run for FUZZ_SECONDS on a copy of its seed corpus,
+# under ASan + UBSan; findings go to build-fuzz/artifacts/.
+FUZZ_SECONDS ?= 20
+FUZZ_CC ?= clang
+FUZZERS := idx cifar safetensors
+FUZZ_OBJ = $(CORE_SRC:csrc/%.c=build-fuzz/obj/%.o) $(LUA_SRC:csrc/%.c=build-fuzz/obj/%.o)
+build-fuzz/obj/%.o: csrc/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -O1 -g $(DS_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined $(LUA_CFLAGS) $(BLAS_CFLAGS) -c $< -o $@
+build-fuzz/fuzz_%: csrc/fuzz/fuzz_%.c $(FUZZ_OBJ)
+	$(FUZZ_CC) -O1 -g -fopenmp -fsanitize=fuzzer,address,undefined -DDS_LUA_DIR='"$(CURDIR)/lua"' $(LUA_CFLAGS) $^ \
+	  -o $@ $(LUA_LIBS) $(BLAS_LIBS) $(ZLIB_LIBS) $(CRYPTO_LIBS) -lm
+fuzz: deps $(FUZZERS:%=build-fuzz/fuzz_%)
+	@for f in $(FUZZERS); do \
+	  rm -rf build-fuzz/corpus/$$f; mkdir -p build-fuzz/corpus/$$f build-fuzz/artifacts; \
+	  cp spec/fixtures/fuzz/$$f/* build-fuzz/corpus/$$f/; \
+	  echo "fuzzing $$f for $(FUZZ_SECONDS) s"; \
+	  ASAN_OPTIONS=detect_leaks=0 build-fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=4096 \
+	    -artifact_prefix=build-fuzz/artifacts/$$f- build-fuzz/corpus/$$f 2>&1 | tail -n 3 || exit 1; \
+	done
+
 demo: deps all
 	@$(INTERP) examples/demo.lua
 
@@ -99,4 +121,4 @@ install: all
 	cp $(BUILD)/installed/bin/deepsigns $(DESTDIR)$(BINDIR)/deepsigns
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

@@ -2,7 +2,7 @@
 # Installs the Debian packages deepsigns needs when they are missing (as root),
 # otherwise prints the exact command and stops.
 PKGS="gcc make pkg-config lua5.4 liblua5.4-dev libopenblas-dev libopenblas-openmp-dev zlib1g-dev libssl-dev libreadline-dev
-lua-filesystem lua-cjson lua-busted luarocks tmux parallel dataset-fashion-mnist gnuplot-nox"
+clang libclang-rt-14-dev lua-filesystem lua-cjson lua-busted luarocks tmux parallel dataset-fashion-mnist gnuplot-nox"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

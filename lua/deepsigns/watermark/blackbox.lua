@@ -220,7 +220,12 @@ end
 
 function BB.load(path)
   if type(path) ~= "string" then error("blackbox.load: expects a file path", 2) end
-  local t, md = K.load(path, BB.FORMAT, {"inputs", "labels", "K", "classes"})
+  return BB.decode(require("deepsigns.safetensors").read_file(path), path)
+end
+
+-- A key from the bytes of a key file (`path` names it in messages).
+function BB.decode(bytes, path)
+  local t, md = K.decode(bytes, path, BB.FORMAT, {"inputs", "labels", "K", "classes"})
   local nkeys, classes = math.tointeger(tonumber(md.K)), math.tointeger(tonumber(md.classes))
   local function bad(msg) error(path .. ": inconsistent key: " .. msg, 0) end
   if not nkeys or not classes or classes < 2 then bad("K or classes is not a valid integer") end

@@ -41,7 +41,12 @@ end
 
 -- Loads and verifies a key file of the given format ("deepsigns-wb-key", ...).
 function K.load(path, format, required)
-  local tensors, md = S.load(path)
+  return K.decode(S.read_file(path), path, format, required)
+end
+
+-- The same from the file's bytes (`path` names it in messages; the fuzzer uses this).
+function K.decode(bytes, path, format, required)
+  local tensors, md = S.decode(bytes, path)
   if md.format ~= format then
     error(string.format("%s: not a %s file (format: %s)", path, format, tostring(md.format)), 0)
   end

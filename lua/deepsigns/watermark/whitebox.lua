@@ -330,7 +330,12 @@ end
 
 function WB.load(path)
   if type(path) ~= "string" then error("whitebox.load: expects a file path", 2) end
-  local t, md = K.load(path, WB.FORMAT, {"A", "b", "trigger_x", "trigger_y", "layer", "targets", "width"})
+  return WB.decode(require("deepsigns.safetensors").read_file(path), path)
+end
+
+-- A key from the bytes of a key file (`path` names it in messages).
+function WB.decode(bytes, path)
+  local t, md = K.decode(bytes, path, WB.FORMAT, {"A", "b", "trigger_x", "trigger_y", "layer", "targets", "width"})
   local function num(k)
     local v = math.tointeger(tonumber(md[k]))
     if not v then error(path .. ": key field '" .. k .. "' is not an integer", 0) end
