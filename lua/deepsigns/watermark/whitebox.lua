@@ -125,26 +125,30 @@ function Key:regularizer(opts)
       local h = features(acts[key.layer], pool)
       local y, mu = batch.y, key.mu
       local B = core.size(y, 1)
-      local loss = (L.pull(h, y, mu, map, classes) * 2 - L.push(h, y, mu, map, classes)) * (l1 / B)
-      local rows_of = {}
+      -- only target-class rows take part: select them once, so the gradient
+      -- flows back into h through a single scatter
+      local rows, labels, rows_of = {}, {}, {}
       for i, v in ipairs(core.flat(y)) do
-        local r = rows_of[v]
-        if not r then r = {}; rows_of[v] = r end
-        r[#r + 1] = i
+        if map[v + 1] ~= 0 then
+          rows[#rows + 1], labels[#labels + 1] = i, v
+          local r = rows_of[v]
+          if not r then r = {}; rows_of[v] = r end
+          r[#r + 1] = #rows
+        end
       end
+      if #rows == 0 then return nil end
+      local ht, yt = T.methods.index_select(h, rows), core.from_table(labels)
+      local loss = (L.pull(ht, yt, mu, map, classes) * 2 - L.push(ht, yt, mu, map, classes)) * (l1 / B)
       local means, brows = {}, {}
       for k, t in ipairs(targets) do
         if rows_of[t] then
-          means[#means + 1] = T.methods.mean(T.methods.index_select(h, rows_of[t]), 1, true)
+          means[#means + 1] = T.methods.mean(#rows_of[t] == #rows and ht or T.methods.index_select(ht, rows_of[t]), 1, true)
           brows[#brows + 1] = k
         end
       end
-      if #means > 0 then
-        local m = #means == 1 and means[1] or T.cat(means, 1)
-        local bt = #brows == nt and b or core.index_select(b, brows)
-        loss = loss + L.projection(m, a, bt) * l2
-      end
-      return loss
+      local m = #means == 1 and means[1] or T.cat(means, 1)
+      local bt = #brows == nt and b or core.index_select(b, brows)
+      return loss + L.projection(m, a, bt) * l2
     end
   end
   return reg
