@@ -18,12 +18,20 @@ local unmarked = new_model()
 C.fit(unmarked, train, opts.epochs)
 local attacker = train:split(1 / 3, 99)
 print(what .. "; black-box overwriting")
+local rows = {}
 for _, K in ipairs {10, 15, 20} do
   local owner_model = base:clone()
   local key = bb.keygen{model = owner_model, data = train, K = K, seed = 300 + K, null_models = {unmarked}}
-  local matrix = RB.overwrite_matrix{model = owner_model, data = attacker, unmarked = unmarked, bb_key = key,
+  local matrix, attacked = RB.overwrite_matrix{model = owner_model, data = attacker, unmarked = unmarked, bb_key = key,
     scheme = "blackbox", options = {K = K, seed = 900 + K}}
   print(string.format("\nK = %d (theta %d): owner's keys on the attacked model: %d mismatches (paper: %d), %s",
     K, matrix[1].theta, matrix[1].mismatches, paper[K], matrix[1].detected and "still detected" or "NOT detected"))
   print(RB.format_matrix(matrix))
+  rows[#rows + 1] = {strength = K, mismatches = matrix[1].mismatches, accuracy = ds.evaluate(attacked, test).accuracy}
+end
+ds.report.csv(rows, opts.out .. "/paper_overwrite.csv")
+if ds.report.gnuplot_available() then
+  ds.report.plot(rows, opts.out .. "/paper_overwrite_bb", {title = "black-box: overwriting (owner keys on the attacked model)",
+    xlabel = "K", score = "mismatches"})
+  print("plot: " .. opts.out .. "/paper_overwrite_bb.png")
 end

@@ -208,6 +208,39 @@ end
     end)
   end)
 
+  it("sweeps over several setups (schemes, bit counts)", function()
+    local dir = H.tmpdir()
+    model:save(dir .. "/m.safetensors")
+    key:save(dir .. "/k.safetensors")
+    local paths = {}
+    for _, name in ipairs {"wb16", "bb"} do
+      paths[name] = dir .. "/" .. name .. ".lua"
+      local f = assert(io.open(paths[name], "w"))
+      f:write(string.format([[
+package.path = %q .. ";" .. package.path
+local H = require "helper"
+return function()
+  local ds = require "deepsigns"
+  local data = H.synthetic(1200, 20, 4, 3)
+  local cfg = {model = ds.models.mlp{20, 48, 48, 4}:load(%q), test = data, data = data}
+  if %q == "wb16" then cfg.wb_key = ds.watermark.whitebox.load(%q)
+  else cfg.bb_key = ds.watermark.blackbox.Key{inputs = data.x:narrow(1, 1, 8), labels = data.y:narrow(1, 1, 8),
+    K = 8, classes = 4, p = 0.05, input_shape = {20}} end
+  return cfg
+end
+]], H.root .. "/spec/?.lua", dir .. "/m.safetensors", name, dir .. "/k.safetensors"))
+      f:close()
+    end
+    local rows = ds.sweep{setups = {{name = "wb16", path = paths.wb16}, {name = "bb", path = paths.bb}},
+      attacks = {{name = "prune", strengths = {0.1, 0.5}}}, out = dir .. "/s.jsonl", progress = false}
+    assert.equal(4, #rows)
+    assert.equal("wb16|prune|0.1|1", rows[1].id)
+    assert.equal("wb16", rows[1].setup)
+    assert.is_number(rows[1].ber)
+    assert.equal("bb", rows[3].setup)
+    assert.is_number(rows[3].mismatches)
+  end)
+
   it("plots with gnuplot", function()
     if not ds.report.gnuplot_available() then pending("gnuplot is not installed") return end
     local dir = H.tmpdir()

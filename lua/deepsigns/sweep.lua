@@ -27,13 +27,24 @@ end
 
 local function fmt(v) return math.type(v) == "integer" and tostring(v) or string.format("%.10g", v) end
 
+-- The setups of a sweep: `setups` = {{name=, path=}, ...} (e.g. one per scheme
+-- and bit count), or the single `setup` path.
+local function setups_of(spec)
+  if spec.setups then return spec.setups end
+  return {{name = nil, path = spec.setup}}
+end
+
 function SW.jobs(spec)
   local jobs = {}
-  for _, a in ipairs(spec.attacks) do
-    for _, seed in ipairs(spec.seeds or {1}) do
-      for _, s in ipairs(a.strengths) do
-        jobs[#jobs + 1] = {id = a.name .. "|" .. fmt(s) .. "|" .. seed, attack = a.name, strength = s, seed = seed,
-          options = a.options}
+  for _, st in ipairs(setups_of(spec)) do
+    for _, a in ipairs(spec.attacks) do
+      for _, seed in ipairs(spec.seeds or {1}) do
+        for _, s in ipairs(a.strengths) do
+          local id = a.name .. "|" .. fmt(s) .. "|" .. seed
+          if st.name then id = st.name .. "|" .. id end
+          jobs[#jobs + 1] = {id = id, setup = st.path, setup_name = st.name, attack = a.name, strength = s,
+            seed = seed, options = a.options}
+        end
       end
     end
   end
@@ -42,7 +53,14 @@ end
 
 local function check_spec(spec)
   if type(spec) ~= "table" then error("sweep: expects a spec table", 3) end
-  if type(spec.setup) ~= "string" then error("sweep: 'setup' must be the path of a Lua file returning a setup function", 3) end
+  if spec.setups then
+    if type(spec.setups) ~= "table" or #spec.setups == 0 then error("sweep: 'setups' must list {name=, path=}", 3) end
+    for i, st in ipairs(spec.setups) do
+      if type(st.name) ~= "string" or type(st.path) ~= "string" then error("sweep: setup " .. i .. " needs a name and a path", 3) end
+    end
+  elseif type(spec.setup) ~= "string" then
+    error("sweep: 'setup' must be the path of a Lua file returning a setup function (or give 'setups')", 3)
+  end
   if type(spec.attacks) ~= "table" or #spec.attacks == 0 then error("sweep: 'attacks' must list {name=, strengths={...}}", 3) end
   for i, a in ipairs(spec.attacks) do
     if type(a.name) ~= "string" or type(a.strengths) ~= "table" or #a.strengths == 0 then
@@ -76,29 +94,30 @@ function SW.done(spec)
 end
 
 local setups = {}
-local function load_setup(spec)
-  if not setups[spec.setup] then
-    local chunk, err = loadfile(spec.setup)
-    if not chunk then error("sweep: cannot load setup " .. spec.setup .. ": " .. tostring(err), 0) end
+local function load_setup(path)
+  if not setups[path] then
+    local chunk, err = loadfile(path)
+    if not chunk then error("sweep: cannot load setup " .. path .. ": " .. tostring(err), 0) end
     local fn = chunk()
-    if type(fn) ~= "function" then error("sweep: " .. spec.setup .. " must return a setup function", 0) end
+    if type(fn) ~= "function" then error("sweep: " .. path .. " must return a setup function", 0) end
     local cfg = fn()
     local ds = require "deepsigns"
     cfg.base_accuracy = cfg.base_accuracy or ds.evaluate(cfg.model, cfg.test).accuracy
-    setups[spec.setup] = cfg
+    setups[path] = cfg
   end
-  return setups[spec.setup]
+  return setups[path]
 end
 
 function SW.run_job(spec, job)
   local ds = require "deepsigns"
   ds.set_num_threads(spec.threads or 1)
-  local base = load_setup(spec)
+  local base = load_setup(job.setup)
   local cfg = {}
   for k, v in pairs(base) do cfg[k] = v end
   cfg.options, cfg.max_drop, cfg.alpha, cfg.p, cfg.realign = job.options, spec.max_drop, spec.alpha, spec.p, spec.realign
   local row = require("deepsigns.robustness").run_one(cfg, job.attack, job.strength, job.seed)
   row.id = job.id
+  row.setup = job.setup_name
   return row
 end
 
