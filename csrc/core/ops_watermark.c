@@ -143,6 +143,15 @@ static void nearest_others(const float *c, int64_t k, int64_t m, int64_t *near) 
   }
 }
 
+/* dot product and squared distance of centre rows u and v */
+static void pair_terms(const float *c, int64_t m, int64_t u, int64_t v, double *dot, double *d) {
+  *dot = 0, *d = 0;
+  for (int64_t j = 0; j < m; j++) {
+    *dot += (double)c[u * m + j] * c[v * m + j];
+    *d += (double)(c[u * m + j] - c[v * m + j]) * (c[u * m + j] - c[v * m + j]);
+  }
+}
+
 ds_tensor *ds_wm_separation(ds_tensor *c, ds_tensor *y) {
   if (check_centres("wm_separation", c, y)) return NULL;
   int64_t k = c->shape[0], m = c->shape[1], b = y->shape[0];
@@ -156,11 +165,8 @@ ds_tensor *ds_wm_separation(ds_tensor *c, ds_tensor *y) {
   double acc = 0;
   for (int64_t i = 0; i < b; i++) {
     int64_t u = (int64_t)ds_data(y)[i], v = near[u];
-    double dot = 0, d = 0;
-    for (int64_t j = 0; j < m; j++) {
-      dot += (double)pc[u * m + j] * pc[v * m + j];
-      d += (double)(pc[u * m + j] - pc[v * m + j]) * (pc[u * m + j] - pc[v * m + j]);
-    }
+    double dot, d;
+    pair_terms(pc, m, u, v, &dot, &d);
     acc += (dot - 1) * d;
   }
   free(near);
@@ -185,11 +191,8 @@ ds_tensor *ds_wm_separation_backward(ds_tensor *c, ds_tensor *y, float g) {
   float scale = b ? g / (float)b : 0.0f;
   for (int64_t i = 0; i < b; i++) {
     int64_t u = (int64_t)ds_data(y)[i], v = near[u];
-    double dot = 0, d = 0;
-    for (int64_t j = 0; j < m; j++) {
-      dot += (double)pc[u * m + j] * pc[v * m + j];
-      d += (double)(pc[u * m + j] - pc[v * m + j]) * (pc[u * m + j] - pc[v * m + j]);
-    }
+    double dot, d;
+    pair_terms(pc, m, u, v, &dot, &d);
     for (int64_t j = 0; j < m; j++) {
       float cu = pc[u * m + j], cv = pc[v * m + j], diff = cu - cv;
       pg[u * m + j] += scale * (float)(cv * d + (dot - 1) * 2 * diff);
