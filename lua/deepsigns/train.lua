@@ -90,7 +90,7 @@ function Progress:epoch(stats)
   if stats.test_accuracy then parts[#parts + 1] = string.format("test %.2f%%", 100 * stats.test_accuracy) end
   parts[#parts + 1] = string.format("%.0f samples/s  %.1f s", stats.samples_per_sec, stats.seconds)
   local line = table.concat(parts, "  ")
-  if self.tty then io.stdout:write("\r" .. line .. string.rep(" ", 20) .. "\n"); io.stdout:flush()
+  if self.tty then io.stdout:write("\r\27[K" .. line .. "\n"); io.stdout:flush()
   else self.log(line) end
 end
 
