@@ -100,7 +100,8 @@ typedef struct conv_job {
 } conv_job;
 
 /* One image at a time: GEMMs on (co x ohw) slices write straight into y and gx. */
-static void conv_forward_range(const conv_job *j, int64_t lo, int64_t hi, float *col) {
+static void conv_forward_range(const conv_job *j, int64_t lo, int64_t hi, float *col, int t, void *ctx) {
+  (void)t, (void)ctx;
   for (int64_t i = lo; i < hi; i++) {
     float *yi = j->y + i * j->co * j->ohw;
     im2col(j->x + i * j->c * j->h * j->w, j->c, j->h, j->w, j->p, j->oh, j->ow, col, j->ohw);
@@ -114,7 +115,12 @@ static void conv_forward_range(const conv_job *j, int64_t lo, int64_t hi, float 
   }
 }
 
-static void conv_backward_range(const conv_job *j, int64_t lo, int64_t hi, float *col, float *gw, float *gb) {
+/* per-thread weight and bias gradient slices */
+typedef struct grad_slices { float *gw, *gb; int64_t wsize; } grad_slices;
+
+static void conv_backward_range(const conv_job *j, int64_t lo, int64_t hi, float *col, int t, void *ctx) {
+  const grad_slices *sl = ctx;
+  float *gw = sl->gw ? sl->gw + t * sl->wsize : NULL, *gb = sl->gb ? sl->gb + t * j->co : NULL;
   for (int64_t i = lo; i < hi; i++) {
     const float *gi = j->gy + i * j->co * j->ohw;
     if (gb)
@@ -132,6 +138,28 @@ static void conv_backward_range(const conv_job *j, int64_t lo, int64_t hi, float
       col2im(col, j->c, j->h, j->w, j->p, j->oh, j->ow, j->gx + i * j->c * j->h * j->w, j->ohw);
     }
   }
+}
+
+static int thread_id(void);
+
+/* Runs fn on one contiguous range of images per thread, each with its own im2col
+ * buffer and single-threaded GEMMs; returns nonzero when a buffer could not be had. */
+typedef void (*conv_range_fn)(const conv_job *j, int64_t lo, int64_t hi, float *col, int t, void *ctx);
+static int run_parallel(const conv_job *j, int nt, conv_range_fn fn, void *ctx) {
+  int failed = 0, saved = ds_blas_serial_begin();
+#pragma omp parallel num_threads(nt)
+  {
+    int t = thread_id();
+    float *col = malloc(sizeof(float) * (size_t)(j->kk * j->ohw + 1));
+    if (col) fn(j, j->n * t / nt, j->n * (t + 1) / nt, col, t, ctx);
+    else {
+#pragma omp atomic write
+      failed = 1;
+    }
+    free(col);
+  }
+  ds_blas_serial_end(saved);
+  return failed;
 }
 
 static int threads_for(int64_t n) {
@@ -173,19 +201,7 @@ ds_tensor *ds_conv2d(ds_tensor *x, ds_tensor *w, ds_tensor *b, ds_conv_params p)
     goto done;
   }
   j.x = ds_data(cx), j.wt = ds_data(cw), j.bias = cb ? ds_data(cb) : NULL, j.y = ds_data(y);
-  int failed = 0, saved = ds_blas_serial_begin();
-#pragma omp parallel num_threads(nt)
-  {
-    int t = thread_id();
-    float *col = malloc(sizeof(float) * (size_t)(j.kk * j.ohw + 1));
-    if (col) conv_forward_range(&j, j.n * t / nt, j.n * (t + 1) / nt, col);
-    else {
-#pragma omp atomic write
-      failed = 1;
-    }
-    free(col);
-  }
-  ds_blas_serial_end(saved);
+  int failed = run_parallel(&j, nt, conv_forward_range, NULL);
   if (failed) {
     ds_error("conv2d: out of memory for the im2col buffer");
     ds_release(y);
@@ -221,21 +237,8 @@ int ds_conv2d_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_conv_params
   if (gw && !(rw = ds_tensor_new(4, w->shape))) goto done;
   if (gb && !(rb = ds_tensor_new(1, (int64_t[]){j.co}))) goto done;
   j.x = ds_data(cx), j.wt = ds_data(cw), j.gy = ds_data(cg), j.gx = rx ? ds_data(rx) : NULL;
-  int failed = 0, saved = ds_blas_serial_begin();
-#pragma omp parallel num_threads(nt)
-  {
-    int t = thread_id();
-    float *col = malloc(sizeof(float) * (size_t)(j.kk * j.ohw + 1));
-    if (col)
-      conv_backward_range(&j, j.n * t / nt, j.n * (t + 1) / nt, col, rw ? acc + t * wsize : NULL,
-                          rb ? acc + nt * wsize + t * j.co : NULL);
-    else {
-#pragma omp atomic write
-      failed = 1;
-    }
-    free(col);
-  }
-  ds_blas_serial_end(saved);
+  grad_slices slices = {rw ? acc : NULL, rb ? acc + nt * wsize : NULL, wsize};
+  int failed = run_parallel(&j, nt, conv_backward_range, &slices);
   if (failed) {
     ds_error("conv2d backward: out of memory for the im2col buffer");
     goto done;

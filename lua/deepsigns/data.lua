@@ -204,6 +204,13 @@ local function idx_pair(dir, images, labels, name, hint)
   return Dataset{x = x, y = y, classes = 10, name = name}
 end
 
+-- Normalises both sets with the training set's per-channel statistics.
+local function normalize_by(train, test)
+  local m, s = train:channel_stats()
+  train:normalize(m, s)
+  test:normalize(m, s)
+end
+
 -- train, test = loader{dir=, normalize=false}
 local function mnist_like(name, default_dir, hint)
   return function(opts)
@@ -212,10 +219,7 @@ local function mnist_like(name, default_dir, hint)
     if not dir then error(name .. ": give the directory holding the IDX files: {dir=...}", 2) end
     local train = idx_pair(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte", name .. "/train", hint)
     local test = idx_pair(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", name .. "/test", hint)
-    if opts.normalize then
-      local m, s = train:channel_stats()
-      train:normalize(m, s); test:normalize(m, s)
-    end
+    if opts.normalize then normalize_by(train, test) end
     return train, test
   end
 end
@@ -246,10 +250,7 @@ function D.cifar10(opts)
   local batches = opts.batches or {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"}
   local train = load(batches, "cifar10/train")
   local test = load({"test_batch.bin"}, "cifar10/test")
-  if opts.normalize then
-    local m, s = train:channel_stats()
-    train:normalize(m, s); test:normalize(m, s)
-  end
+  if opts.normalize then normalize_by(train, test) end
   return train, test
 end
 

@@ -218,11 +218,6 @@ function Key:save(path)
   return self
 end
 
-function BB.load(path)
-  if type(path) ~= "string" then error("blackbox.load: expects a file path", 2) end
-  return BB.decode(require("deepsigns.safetensors").read_file(path), path)
-end
-
 -- A key from the bytes of a key file (`path` names it in messages).
 function BB.decode(bytes, path)
   local t, md = K.decode(bytes, path, BB.FORMAT, {"inputs", "labels", "K", "classes"})
@@ -241,5 +236,7 @@ function BB.decode(bytes, path)
     seed = math.tointeger(tonumber(md.seed)) or 0, input_shape = shape,
     model_hash = md.model_hash ~= "" and md.model_hash or nil}
 end
+
+BB.load = K.loader("blackbox.load", BB.decode)
 
 return BB

@@ -332,11 +332,6 @@ function Key:save(path)
   return self
 end
 
-function WB.load(path)
-  if type(path) ~= "string" then error("whitebox.load: expects a file path", 2) end
-  return WB.decode(require("deepsigns.safetensors").read_file(path), path)
-end
-
 -- A key from the bytes of a key file (`path` names it in messages).
 function WB.decode(bytes, path)
   local t, md = K.decode(bytes, path, WB.FORMAT, {"A", "b", "trigger_x", "trigger_y", "layer", "targets", "width"})
@@ -363,5 +358,7 @@ function WB.decode(bytes, path)
     input_shape = cjson.decode(md.input_shape or "[]"), model_hash = md.model_hash ~= "" and md.model_hash or nil,
     lambda1 = tonumber(md.lambda1), lambda2 = tonumber(md.lambda2)}
 end
+
+WB.load = K.loader("whitebox.load", WB.decode)
 
 return WB
