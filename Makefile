@@ -26,6 +26,9 @@ CFLAGS      ?= -O3 -march=native -g
 # always on: the language level, warnings, and exporting only luaopen_deepsigns_core
 DS_CFLAGS   := -fopenmp -fno-math-errno -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fPIC -fvisibility=hidden
 LIBFLAG     ?= -shared
+# a plain lua5.4 dlcloses the module at exit; that would unmap libgomp under its still
+# running worker threads (a crash at exit), so the module is never unloaded
+NODELETE    := -Wl,-z,nodelete
 LDFLAGS     ?=
 # where `make install` (and the rockspec) put things
 LUADIR      ?= $(PREFIX)/share/lua/5.4
@@ -53,7 +56,7 @@ $(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
 
 $(MODULE): $(CORE_OBJ) $(LUA_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN) -fopenmp $(LIBFLAG) -o $@ $^ $(BLAS_LIBS) $(ZLIB_LIBS) $(CRYPTO_LIBS) -lm $(LDFLAGS)
+	$(CC) $(SAN) -fopenmp $(LIBFLAG) $(NODELETE) -o $@ $^ $(BLAS_LIBS) $(ZLIB_LIBS) $(CRYPTO_LIBS) -lm $(LDFLAGS)
 
 $(BUILD)/obj/main.o: csrc/main.c $(HEADERS)
 	@mkdir -p $(dir $@)

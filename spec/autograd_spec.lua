@@ -146,6 +146,12 @@ describe("autograd", function()
         {ds.randn(2, 3, 6, 5), ds.randn(2, 3, 3, 3), ds.randn(2)})
       gradcheck(function(x, w) return F.conv2d(x, w, nil, {stride = {1, 2}, padding = {2, 0}}) end,
         {ds.randn(1, 2, 4, 6), ds.randn(2, 2, 2, 3)})
+      -- stride 1 with an output near the input's size: the input gradient is computed as a
+      -- full convolution with the flipped kernel (a different code path)
+      gradcheck(function(x, w, b) return F.conv2d(x, w, b, {padding = 1}) end,
+        {ds.randn(2, 3, 4, 5), ds.randn(4, 3, 3, 3), ds.randn(4)})
+      gradcheck(function(x, w) return F.conv2d(x, w, nil, {padding = {1, 0}}) end,
+        {ds.randn(2, 2, 5, 6), ds.randn(3, 2, 3, 2)})
     end)
 
     it("pooling", function()

@@ -81,6 +81,21 @@ describe("the deepsigns interpreter", function()
   end)
 end)
 
+describe("a plain lua5.4 using the module", function()
+  it("exits cleanly after parallel work (the module is never unloaded under OpenMP threads)", function()
+    local env = string.format("LUA_PATH='%s/lua/?.lua;%s/lua/?/init.lua;;' LUA_CPATH='%s/build/lib/?.so;;'",
+      H.root, H.root, H.root)
+    local chunk = 'local ds = require "deepsigns"; local x = ds.rand(64, 8, 16, 16); ' ..
+      'for _ = 1, 3 do ds.core.free(ds.core.conv2d(x, ds.randn(8, 8, 3, 3), nil, 1, 1, 1, 1)) end; ' ..
+      'print("done"); os.exit(0, true)'
+    for _ = 1, 3 do
+      local out, code = run(env .. " lua5.4 -e " .. q(chunk))
+      assert.equal(0, code, out)
+      assert.equal("done\n", out)
+    end
+  end)
+end)
+
 describe("an installed copy", function()
   it("installs with luarocks and loads from a plain lua5.4", function()
     if os.execute("command -v luarocks >/dev/null 2>&1") ~= true then

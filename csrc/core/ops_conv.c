@@ -92,11 +92,12 @@ static int check_conv(ds_tensor *x, ds_tensor *w, ds_tensor *b, ds_conv_params *
  * runs im2col and its own single-threaded GEMMs, so no core waits on another. */
 typedef struct conv_job {
   ds_conv_params p;
-  int64_t n, c, h, w, co, kk, ohw;
+  int64_t n, c, h, w, co, kk, ohw, col_size;
   int oh, ow;
   const float *x, *wt, *gy;
   float *y, *gx;
   const float *bias;
+  const float *wflip; /* c x (co*kh*kw): set when gx is a full convolution of gy */
 } conv_job;
 
 /* One image at a time: GEMMs on (co x ohw) slices write straight into y and gx. */
@@ -133,7 +134,12 @@ static void conv_backward_range(const conv_job *j, int64_t lo, int64_t hi, float
       im2col(j->x + i * j->c * j->h * j->w, j->c, j->h, j->w, j->p, j->oh, j->ow, col, j->ohw);
       ds_gemm(0, 1, j->co, j->kk, j->ohw, 1.0f, gi, j->ohw, col, j->ohw, 1.0f, gw, j->kk);
     }
-    if (j->gx) {
+    if (j->gx && j->wflip) { /* gx = gy padded by k-1-p, convolved with the flipped kernel */
+      ds_conv_params q = {j->p.kh, j->p.kw, 1, 1, j->p.kh - 1 - j->p.ph, j->p.kw - 1 - j->p.pw};
+      int64_t hw = j->h * j->w, kf = j->co * j->p.kh * j->p.kw;
+      im2col(gi, j->co, j->oh, j->ow, q, (int)j->h, (int)j->w, col, hw);
+      ds_gemm(0, 0, j->c, hw, kf, 1.0f, j->wflip, kf, col, hw, 0.0f, j->gx + i * j->c * hw, hw);
+    } else if (j->gx) {
       ds_gemm(1, 0, j->kk, j->ohw, j->co, 1.0f, j->wt, j->kk, gi, j->ohw, 0.0f, col, j->ohw);
       col2im(col, j->c, j->h, j->w, j->p, j->oh, j->ow, j->gx + i * j->c * j->h * j->w, j->ohw);
     }
@@ -150,7 +156,7 @@ static int run_parallel(const conv_job *j, int nt, conv_range_fn fn, void *ctx) 
 #pragma omp parallel num_threads(nt)
   {
     int t = thread_id();
-    float *col = malloc(sizeof(float) * (size_t)(j->kk * j->ohw + 1));
+    float *col = malloc(sizeof(float) * (size_t)(j->col_size + 1));
     if (col) fn(j, j->n * t / nt, j->n * (t + 1) / nt, col, t, ctx);
     else {
 #pragma omp atomic write
@@ -186,6 +192,7 @@ static conv_job make_job(ds_tensor *x, ds_tensor *w, ds_conv_params p) {
   j.n = x->shape[0], j.c = x->shape[1], j.h = x->shape[2], j.w = x->shape[3], j.co = w->shape[0];
   j.oh = out_size(j.h, p.kh, p.sh, p.ph), j.ow = out_size(j.w, p.kw, p.sw, p.pw);
   j.kk = j.c * p.kh * p.kw, j.ohw = (int64_t)j.oh * j.ow;
+  j.col_size = j.kk * j.ohw;
   return j;
 }
 
@@ -212,6 +219,29 @@ done:
   return y;
 }
 
+/* With stride 1, the input gradient is a full convolution of gy with the flipped kernel:
+ * one GEMM with a deep inner dimension (co*kh*kw) writing straight into gx, instead of
+ * a shallow one (co) into a column buffer that is then scattered back. The bigger
+ * output (h*w vs oh*ow) is cheaper than the scatter while h*w <= 1.4 oh*ow. */
+static int full_conv_input_grad(const conv_job *j) {
+  const ds_conv_params *p = &j->p;
+  return p->sh == 1 && p->sw == 1 && p->ph <= p->kh - 1 && p->pw <= p->kw - 1 &&
+         j->h * j->w * 5 <= j->ohw * 7;
+}
+
+/* wflip[ci][o][kh-1-a][kw-1-b] = w[o][ci][a][b] */
+static float *flip_kernel(const conv_job *j, const float *wt) {
+  int kh = j->p.kh, kw = j->p.kw;
+  float *f = malloc(sizeof(float) * (size_t)(j->c * j->co * kh * kw));
+  if (!f) return NULL;
+  for (int64_t o = 0; o < j->co; o++)
+    for (int64_t ci = 0; ci < j->c; ci++)
+      for (int a = 0; a < kh; a++)
+        for (int b = 0; b < kw; b++)
+          f[((ci * j->co + o) * kh + (kh - 1 - a)) * kw + (kw - 1 - b)] = wt[((o * j->c + ci) * kh + a) * kw + b];
+  return f;
+}
+
 int ds_conv2d_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_conv_params p, ds_tensor **gx,
                        ds_tensor **gw, ds_tensor **gb) {
   if (check_conv(x, w, NULL, &p)) return DS_EFAIL;
@@ -228,15 +258,26 @@ int ds_conv2d_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_conv_params
   ds_tensor *rx = NULL, *rw = NULL, *rb = NULL;
   int64_t wsize = j.co * j.kk;
   /* per-thread weight and bias gradients, summed in thread order afterwards */
-  float *acc = calloc((size_t)(nt * (wsize + j.co)) + 1, sizeof(float));
+  float *acc = calloc((size_t)(nt * (wsize + j.co)) + 1, sizeof(float)), *wflip = NULL;
   if (!cx || !cw || !cg || !acc) {
     if (!acc) ds_error("conv2d backward: out of memory");
     goto done;
   }
-  if (gx && !(rx = ds_tensor_new(4, x->shape))) goto done;
+  int full = gx && full_conv_input_grad(&j);
+  if (full && !(wflip = flip_kernel(&j, ds_data(cw)))) {
+    ds_error("conv2d backward: out of memory");
+    goto done;
+  }
+  /* the full convolution writes every element of gx; the scatter adds into zeros */
+  if (gx && !(rx = full ? ds_tensor_empty(4, x->shape) : ds_tensor_new(4, x->shape))) goto done;
   if (gw && !(rw = ds_tensor_new(4, w->shape))) goto done;
   if (gb && !(rb = ds_tensor_new(1, (int64_t[]){j.co}))) goto done;
   j.x = ds_data(cx), j.wt = ds_data(cw), j.gy = ds_data(cg), j.gx = rx ? ds_data(rx) : NULL;
+  if (full) {
+    j.wflip = wflip;
+    int64_t need = j.co * p.kh * p.kw * j.h * j.w;
+    if (need > j.col_size) j.col_size = need;
+  }
   grad_slices slices = {rw ? acc : NULL, rb ? acc + nt * wsize : NULL, wsize};
   int failed = run_parallel(&j, nt, conv_backward_range, &slices);
   if (failed) {
@@ -251,7 +292,7 @@ int ds_conv2d_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_conv_params
   }
   rc = DS_OK;
 done:
-  free(acc);
+  free(acc), free(wflip);
   if (rc) {
     ds_release(rx), ds_release(rw), ds_release(rb);
   } else {
