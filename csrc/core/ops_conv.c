@@ -305,6 +305,76 @@ done:
 }
 
 /* Pooling: one plane at a time; max keeps the first maximum (ties go left/up). */
+
+/* Windows that tile the plane (stride = kernel, no padding): every input element is in
+ * at most one window, so the loops need no bounds tests and the gradient is written
+ * once per element instead of accumulated into a zeroed buffer. */
+static int tiles(ds_conv_params p) { return p.sh == p.kh && p.sw == p.kw && p.ph == 0 && p.pw == 0; }
+
+static void pool_tiles_forward(const float *src, int64_t h, int64_t w, int kh, int kw, int oh, int ow,
+                               int is_max, float inv, float *dst) {
+  for (int yo = 0; yo < oh; yo++) {
+    const float *r = src + (int64_t)yo * kh * w;
+    float *d = dst + (int64_t)yo * ow;
+    if (kh == 2 && kw == 2 && is_max) {
+      for (int xo = 0; xo < ow; xo++) {
+        float a = r[2 * xo], b = r[2 * xo + 1], c = r[w + 2 * xo], e = r[w + 2 * xo + 1];
+        float m = a;
+        if (b > m) m = b;
+        if (c > m) m = c;
+        if (e > m) m = e;
+        d[xo] = m;
+      }
+      continue;
+    }
+    for (int xo = 0; xo < ow; xo++) {
+      const float *t = r + (int64_t)xo * kw;
+      float acc = is_max ? t[0] : 0.0f;
+      for (int i = 0; i < kh; i++)
+        for (int j = 0; j < kw; j++) {
+          float v = t[(int64_t)i * w + j];
+          if (!is_max) acc += v;
+          else if (v > acc) acc = v;
+        }
+      d[xo] = is_max ? acc : acc * inv;
+    }
+  }
+  (void)h;
+}
+
+static void pool_tiles_backward(const float *src, const float *g, int64_t h, int64_t w, int kh, int kw,
+                                int oh, int ow, int is_max, float inv, float *dst) {
+  /* rows and columns past the last whole window get no gradient */
+  for (int64_t iy = (int64_t)oh * kh; iy < h; iy++) memset(dst + iy * w, 0, sizeof(float) * (size_t)w);
+  for (int yo = 0; yo < oh; yo++)
+    for (int i = 0; i < kh; i++) {
+      float *d = dst + ((int64_t)yo * kh + i) * w;
+      for (int64_t ix = (int64_t)ow * kw; ix < w; ix++) d[ix] = 0.0f;
+    }
+  for (int yo = 0; yo < oh; yo++) {
+    const float *r = src + (int64_t)yo * kh * w;
+    float *d = dst + (int64_t)yo * kh * w;
+    for (int xo = 0; xo < ow; xo++) {
+      const float *t = r + (int64_t)xo * kw;
+      float *dt = d + (int64_t)xo * kw, gv = g[(int64_t)yo * ow + xo];
+      if (!is_max) {
+        for (int i = 0; i < kh; i++)
+          for (int j = 0; j < kw; j++) dt[(int64_t)i * w + j] = gv * inv;
+        continue;
+      }
+      int64_t at = 0;
+      float best = t[0];
+      for (int i = 0; i < kh; i++)
+        for (int j = 0; j < kw; j++) {
+          int64_t k = (int64_t)i * w + j;
+          dt[k] = 0.0f;
+          if (t[k] > best) best = t[k], at = k;
+        }
+      dt[at] = gv;
+    }
+  }
+}
+
 static ds_tensor *pool_forward(const char *op, ds_tensor *x, ds_conv_params p, int is_max) {
   if (check_params(op, x, p)) return NULL;
   int64_t n = x->shape[0], c = x->shape[1], h = x->shape[2], w = x->shape[3];
@@ -315,6 +385,14 @@ static ds_tensor *pool_forward(const char *op, ds_tensor *x, ds_conv_params p, i
     return NULL;
   }
   float inv = 1.0f / (float)(p.kh * p.kw);
+  if (tiles(p)) {
+    const float *src = ds_data(cx);
+    float *dst = ds_data(y);
+#pragma omp parallel for schedule(static)
+    for (int64_t pl = 0; pl < n * c; pl++) pool_tiles_forward(src + pl * h * w, h, w, p.kh, p.kw, oh, ow, is_max, inv, dst + pl * oh * ow);
+    ds_release(cx);
+    return y;
+  }
 #pragma omp parallel for schedule(static)
   for (int64_t pl = 0; pl < n * c; pl++) {
     const float *src = ds_data(cx) + pl * h * w;
@@ -354,12 +432,22 @@ static ds_tensor *pool_backward(const char *op, ds_tensor *x, ds_tensor *gy, ds_
              ds_shape_str(gy, s1, sizeof s1), (long long)n, (long long)c, oh, ow);
     return NULL;
   }
-  ds_tensor *cx = ds_contiguous(x), *cg = ds_contiguous(gy), *gx = ds_tensor_new(4, x->shape);
+  int tiled = tiles(p); /* the tiled path writes every element; the other adds into zeros */
+  ds_tensor *cx = ds_contiguous(x), *cg = ds_contiguous(gy);
+  ds_tensor *gx = tiled ? ds_tensor_empty(4, x->shape) : ds_tensor_new(4, x->shape);
   if (!cx || !cg || !gx) {
     ds_release(cx), ds_release(cg), ds_release(gx);
     return NULL;
   }
   float inv = 1.0f / (float)(p.kh * p.kw);
+  if (tiled) {
+#pragma omp parallel for schedule(static)
+    for (int64_t pl = 0; pl < n * c; pl++)
+      pool_tiles_backward(ds_data(cx) + pl * h * w, ds_data(cg) + pl * oh * ow, h, w, p.kh, p.kw, oh, ow,
+                          is_max, inv, ds_data(gx) + pl * h * w);
+    ds_release(cx), ds_release(cg);
+    return gx;
+  }
 #pragma omp parallel for schedule(static)
   for (int64_t pl = 0; pl < n * c; pl++) {
     const float *src = ds_data(cx) + pl * h * w, *g = ds_data(cg) + pl * oh * ow;
