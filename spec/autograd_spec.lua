@@ -152,6 +152,28 @@ describe("autograd", function()
         {ds.randn(2, 3, 4, 5), ds.randn(4, 3, 3, 3), ds.randn(4)})
       gradcheck(function(x, w) return F.conv2d(x, w, nil, {padding = {1, 0}}) end,
         {ds.randn(2, 2, 5, 6), ds.randn(3, 2, 3, 2)})
+      -- a ReLU fused into the convolution, on both input-gradient paths
+      gradcheck(function(x, w, b) return F.conv2d(x, w, b, {padding = 1, activation = "relu"}) end,
+        {ds.randn(2, 3, 4, 5), ds.randn(4, 3, 3, 3), ds.randn(4)})
+      gradcheck(function(x, w, b) return F.conv2d(x, w, b, {stride = 2, activation = "relu"}) end,
+        {ds.randn(2, 2, 7, 7), ds.randn(3, 2, 3, 3), ds.randn(3)})
+      assert.has_error(function() F.conv2d(ds.randn(1, 1, 4, 4), ds.randn(1, 1, 3, 3), nil, {activation = "gelu"}) end,
+        'conv2d: activation must be "relu" or nil, got gelu')
+    end)
+
+    it("conv2d with a fused ReLU equals conv2d followed by relu, values and gradients", function()
+      local x, w, b = ds.randn(3, 4, 9, 9), ds.randn(5, 4, 3, 3), ds.randn(5)
+      local g = ds.randn(3, 5, 9, 9)
+      local grads = {}
+      for k, fused in ipairs {true, false} do
+        local xs, ws, bs = x:clone():requires_grad(), w:clone():requires_grad(), b:clone():requires_grad()
+        local y = fused and F.conv2d(xs, ws, bs, {padding = 1, activation = "relu"}) or F.conv2d(xs, ws, bs, {padding = 1}):relu()
+        ;(y * g):sum():backward()
+        grads[k] = {y:detach(), xs.grad, ws.grad, bs.grad}
+      end
+      for i = 1, 4 do
+        assert.is_true(((grads[1][i] - grads[2][i]):abs():max():item()) < 1e-4)
+      end
     end)
 
     it("pooling", function()

@@ -19,7 +19,7 @@ describe("models", function()
     local c3 = ds.models.cifar_cnn{}
     assert.same({2, 10}, c3(ds.rand(2, 3, 32, 32)):size())
     assert.same({2, 512}, c3:activations(ds.rand(2, 3, 32, 32), "fc1"):size())
-    assert.same({2, 64, 11, 11}, c:activations(ds.rand(2, 1, 28, 28), "relu4"):size())
+    assert.same({2, 64, 11, 11}, c:activations(ds.rand(2, 1, 28, 28), "conv4"):size())
   end)
 
   it("builds a Wide ResNet with named blocks", function()

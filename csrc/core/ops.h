@@ -52,8 +52,10 @@ int ds_sqdist_backward(ds_tensor *a, ds_tensor *b, ds_tensor *g, ds_tensor **ga,
 
 /* ---- convolution and pooling (ops_conv.c), NCHW ---- */
 typedef struct ds_conv_params { int kh, kw, sh, sw, ph, pw; } ds_conv_params;
-ds_tensor *ds_conv2d(ds_tensor *x, ds_tensor *w, ds_tensor *b, ds_conv_params p);
-int ds_conv2d_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_conv_params p, ds_tensor **gx,
+/* relu: apply a ReLU to the output in the same pass; its backward then takes that
+ * output as yrelu (NULL without the ReLU) */
+ds_tensor *ds_conv2d(ds_tensor *x, ds_tensor *w, ds_tensor *b, ds_conv_params p, int relu);
+int ds_conv2d_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_tensor *yrelu, ds_conv_params p, ds_tensor **gx,
                        ds_tensor **gw, ds_tensor **gb);
 ds_tensor *ds_maxpool2d(ds_tensor *x, ds_conv_params p);
 ds_tensor *ds_maxpool2d_backward(ds_tensor *x, ds_tensor *gy, ds_conv_params p);

@@ -97,6 +97,8 @@ typedef struct conv_job {
   const float *x, *wt, *gy;
   float *y, *gx;
   const float *bias;
+  const float *yrelu; /* backward of a fused ReLU: its output, whose zeros mask gy */
+  int relu;           /* forward: apply a ReLU to the output */
   const float *wflip; /* c x (co*kh*kw): set when gx is a full convolution of gy */
 } conv_job;
 
@@ -113,6 +115,8 @@ static void conv_forward_range(const conv_job *j, int64_t lo, int64_t hi, float 
       beta = 1.0f;
     }
     ds_gemm(0, 0, j->co, j->ohw, j->kk, 1.0f, j->wt, j->kk, col, j->ohw, beta, yi, j->ohw);
+    if (j->relu) /* while the image's output is still in cache */
+      for (int64_t k = 0; k < j->co * j->ohw; k++) yi[k] = yi[k] > 0.0f ? yi[k] : 0.0f;
   }
 }
 
@@ -122,8 +126,14 @@ typedef struct grad_slices { float *gw, *gb; int64_t wsize; } grad_slices;
 static void conv_backward_range(const conv_job *j, int64_t lo, int64_t hi, float *col, int t, void *ctx) {
   const grad_slices *sl = ctx;
   float *gw = sl->gw ? sl->gw + t * sl->wsize : NULL, *gb = sl->gb ? sl->gb + t * j->co : NULL;
+  float *masked = col + j->col_size; /* this image's gy through the fused ReLU */
   for (int64_t i = lo; i < hi; i++) {
     const float *gi = j->gy + i * j->co * j->ohw;
+    if (j->yrelu) {
+      const float *yi = j->yrelu + i * j->co * j->ohw;
+      for (int64_t k = 0; k < j->co * j->ohw; k++) masked[k] = yi[k] > 0.0f ? gi[k] : 0.0f;
+      gi = masked;
+    }
     if (gb)
       for (int64_t o = 0; o < j->co; o++) {
         double s = 0;
@@ -156,7 +166,7 @@ static int run_parallel(const conv_job *j, int nt, conv_range_fn fn, void *ctx) 
 #pragma omp parallel num_threads(nt)
   {
     int t = thread_id();
-    float *col = malloc(sizeof(float) * (size_t)(j->col_size + 1));
+    float *col = malloc(sizeof(float) * (size_t)(j->col_size + (j->yrelu ? j->co * j->ohw : 0) + 1));
     if (col) fn(j, j->n * t / nt, j->n * (t + 1) / nt, col, t, ctx);
     else {
 #pragma omp atomic write
@@ -196,7 +206,7 @@ static conv_job make_job(ds_tensor *x, ds_tensor *w, ds_conv_params p) {
   return j;
 }
 
-ds_tensor *ds_conv2d(ds_tensor *x, ds_tensor *w, ds_tensor *b, ds_conv_params p) {
+ds_tensor *ds_conv2d(ds_tensor *x, ds_tensor *w, ds_tensor *b, ds_conv_params p, int relu) {
   if (check_conv(x, w, b, &p)) return NULL;
   int nt = threads_for(x->shape[0]);
   conv_job j = make_job(x, w, p);
@@ -208,6 +218,7 @@ ds_tensor *ds_conv2d(ds_tensor *x, ds_tensor *w, ds_tensor *b, ds_conv_params p)
     goto done;
   }
   j.x = ds_data(cx), j.wt = ds_data(cw), j.bias = cb ? ds_data(cb) : NULL, j.y = ds_data(y);
+  j.relu = relu;
   int failed = run_parallel(&j, nt, conv_forward_range, NULL);
   if (failed) {
     ds_error("conv2d: out of memory for the im2col buffer");
@@ -242,8 +253,8 @@ static float *flip_kernel(const conv_job *j, const float *wt) {
   return f;
 }
 
-int ds_conv2d_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_conv_params p, ds_tensor **gx,
-                       ds_tensor **gw, ds_tensor **gb) {
+int ds_conv2d_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_tensor *yrelu, ds_conv_params p,
+                       ds_tensor **gx, ds_tensor **gw, ds_tensor **gb) {
   if (check_conv(x, w, NULL, &p)) return DS_EFAIL;
   int nt = threads_for(x->shape[0]);
   conv_job j = make_job(x, w, p);
@@ -253,13 +264,19 @@ int ds_conv2d_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_conv_params
     return ds_error("conv2d backward: gradient %s does not match output %lldx%lldx%dx%d",
                     ds_shape_str(gy, s1, sizeof s1), (long long)j.n, (long long)j.co, j.oh, j.ow);
   }
+  if (yrelu && !ds_same_shape(yrelu, gy)) {
+    char s1[128], s2[128];
+    return ds_error("conv2d backward: ReLU output %s does not match the gradient %s",
+                    ds_shape_str(yrelu, s1, sizeof s1), ds_shape_str(gy, s2, sizeof s2));
+  }
   int rc = DS_EFAIL;
   ds_tensor *cx = ds_contiguous(x), *cw = ds_contiguous(w), *cg = ds_contiguous(gy);
+  ds_tensor *cy = yrelu ? ds_contiguous(yrelu) : NULL;
   ds_tensor *rx = NULL, *rw = NULL, *rb = NULL;
   int64_t wsize = j.co * j.kk;
   /* per-thread weight and bias gradients, summed in thread order afterwards */
   float *acc = calloc((size_t)(nt * (wsize + j.co)) + 1, sizeof(float)), *wflip = NULL;
-  if (!cx || !cw || !cg || !acc) {
+  if (!cx || !cw || !cg || (yrelu && !cy) || !acc) {
     if (!acc) ds_error("conv2d backward: out of memory");
     goto done;
   }
@@ -273,6 +290,7 @@ int ds_conv2d_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_conv_params
   if (gw && !(rw = ds_tensor_new(4, w->shape))) goto done;
   if (gb && !(rb = ds_tensor_new(1, (int64_t[]){j.co}))) goto done;
   j.x = ds_data(cx), j.wt = ds_data(cw), j.gy = ds_data(cg), j.gx = rx ? ds_data(rx) : NULL;
+  j.yrelu = cy ? ds_data(cy) : NULL;
   if (full) {
     j.wflip = wflip;
     int64_t need = j.co * p.kh * p.kw * j.h * j.w;
@@ -300,7 +318,7 @@ done:
     if (gw) *gw = rw;
     if (gb) *gb = rb;
   }
-  ds_release(cx), ds_release(cw), ds_release(cg);
+  ds_release(cx), ds_release(cw), ds_release(cg), ds_release(cy);
   return rc;
 }
 

@@ -19,14 +19,15 @@ static ds_conv_params conv_params(lua_State *L, int idx) {
   return p;
 }
 
-static int l_conv2d(lua_State *L) { /* conv2d(x, w, b|nil, sh, sw, ph, pw) */
-  lt_push(L, ds_conv2d(lt_check(L, 1), lt_check(L, 2), lt_opt(L, 3), conv_params(L, 4)));
+static int l_conv2d(lua_State *L) { /* conv2d(x, w, b|nil, sh, sw, ph, pw, relu?) */
+  lt_push(L, ds_conv2d(lt_check(L, 1), lt_check(L, 2), lt_opt(L, 3), conv_params(L, 4), lua_toboolean(L, 8)));
   return 1;
 }
 
-static int l_conv2d_backward(lua_State *L) { /* (x, w, gy, sh, sw, ph, pw, need_x, need_w, need_b) */
+/* (x, w, gy, sh, sw, ph, pw, need_x, need_w, need_b, y of a fused relu?) */
+static int l_conv2d_backward(lua_State *L) {
   ds_tensor *gx = NULL, *gw = NULL, *gb = NULL;
-  if (ds_conv2d_backward(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), conv_params(L, 4),
+  if (ds_conv2d_backward(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_opt(L, 11), conv_params(L, 4),
                          lua_toboolean(L, 8) ? &gx : NULL, lua_toboolean(L, 9) ? &gw : NULL,
                          lua_toboolean(L, 10) ? &gb : NULL))
     return lt_raise(L);

@@ -29,9 +29,16 @@ function F.conv2d(x, w, b, opts)
   opts = opts or {}
   local sh, sw = pair(opts.stride or 1, "conv2d", "stride")
   local ph, pw = pair(opts.padding or 0, "conv2d", "padding")
-  local y = core.conv2d(x, w, b, sh, sw, ph, pw)
+  local act = opts.activation
+  if act ~= nil and act ~= "relu" then
+    error("conv2d: activation must be \"relu\" or nil, got " .. tostring(act), 2)
+  end
+  -- a ReLU fused into the same pass: no separate sweep over the output either way
+  local relu = act == "relu"
+  local y = core.conv2d(x, w, b, sh, sw, ph, pw, relu)
   return record(y, {x, w, b}, function(g, needs)
-    return core.conv2d_backward(x, w, g, sh, sw, ph, pw, needs[1], needs[2], b ~= nil and needs[3])
+    return core.conv2d_backward(x, w, g, sh, sw, ph, pw, needs[1], needs[2], b ~= nil and needs[3],
+      relu and y or nil)
   end)
 end
 

@@ -41,13 +41,16 @@ function M.cifar_cnn(opts)
   if not (c and h and w) or h < 12 or w < 12 then
     error("models.cifar_cnn: input must be {channels, height, width} of at least 12x12, got " .. describe_input(input), 2)
   end
+  -- conv layers carry their ReLU (fused in C), so "conv1".."conv4" name post-activation
+  -- outputs, as "fc1" does
+  local relu = "relu"
   local m = nn.Sequential(
-    nn.Conv2d(c, 32, 3, {padding = 1}):named("conv1"), nn.ReLU():named("relu1"),
-    nn.Conv2d(32, 32, 3):named("conv2"), nn.ReLU():named("relu2"),
+    nn.Conv2d(c, 32, 3, {padding = 1, activation = relu}):named("conv1"),
+    nn.Conv2d(32, 32, 3, {activation = relu}):named("conv2"),
     nn.MaxPool2d(2):named("pool1"))
   if p_conv > 0 then m:add(nn.Dropout(p_conv):named("drop1")) end
-  m:add(nn.Conv2d(32, 64, 3, {padding = 1}):named("conv3")); m:add(nn.ReLU():named("relu3"))
-  m:add(nn.Conv2d(64, 64, 3):named("conv4")); m:add(nn.ReLU():named("relu4"))
+  m:add(nn.Conv2d(32, 64, 3, {padding = 1, activation = relu}):named("conv3"))
+  m:add(nn.Conv2d(64, 64, 3, {activation = relu}):named("conv4"))
   m:add(nn.MaxPool2d(2):named("pool2"))
   if p_conv > 0 then m:add(nn.Dropout(p_conv):named("drop2")) end
   local fh, fw = ((h - 2) // 2 - 2) // 2, ((w - 2) // 2 - 2) // 2

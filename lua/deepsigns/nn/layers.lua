@@ -62,17 +62,24 @@ function L.Conv2d:__init(cin, cout, k, opts)
   self.kernel_size = {kh, kw}
   self.stride = opts.stride or 1
   self.padding = opts.padding or 0
+  -- as for Linear: the layer's output, the one a watermark reads, is post-activation;
+  -- the ReLU runs fused in the convolution's own pass
+  if opts.activation ~= nil and opts.activation ~= "relu" then
+    error("nn.Conv2d: activation must be \"relu\" or nil, got " .. tostring(opts.activation), 2)
+  end
+  self.activation = opts.activation
   local fan_in = cin * kh * kw
   self:register_parameter("weight", init_uniform({cout, cin, kh, kw}, fan_in))
   if opts.bias ~= false then self:register_parameter("bias", init_uniform({cout}, fan_in)) end
 end
 function L.Conv2d:forward(x)
-  return F.conv2d(x, self.weight, self.bias, {stride = self.stride, padding = self.padding})
+  return F.conv2d(x, self.weight, self.bias, {stride = self.stride, padding = self.padding, activation = self.activation})
 end
 function L.Conv2d:extra_repr()
   local s = string.format("%d -> %d, %dx%d", self.in_channels, self.out_channels, self.kernel_size[1], self.kernel_size[2])
   if self.stride ~= 1 then s = s .. ", stride " .. tostring(self.stride) end
   if self.padding ~= 0 then s = s .. ", padding " .. tostring(self.padding) end
+  if self.activation then s = s .. ", " .. self.activation end
   return s
 end
 
