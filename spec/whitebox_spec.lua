@@ -33,6 +33,56 @@ describe("white-box watermark", function()
       H.gradcheck(function(m) return L.projection(m, a, b) end, {ds.randn(2, 4) * 0.3})
     end)
 
+    it("each variant's fused regularizer: gradient checks and equal to its terms composed", function()
+      ds.manual_seed(9)
+      local y = ds.tensor{0, 2, 1, 2, 0, 3, 2}
+      local a, b = ds.randn(4, 6), ds.tensor{{1, 0, 1, 1, 0, 0}, {0, 0, 1, 0, 1, 1}}
+      local targets, l1, l2 = {2, 0}, 0.3, 0.1 -- small loss values keep float32 differences precise
+      -- centres of small norm keep |1 - ||c||^2| away from its kink, and distinct
+      -- distances keep each centre's nearest other from switching under the differences
+      local c5 = ds.tensor{{0.1, 0, 0, 0}, {0, 0.2, 0, 0}, {0, 0, 0.3, 0.05}, {0, 0.1, 0, 0.4}, {0.25, 0.25, 0, 0}}
+      H.gradcheck(function(h, c) return L.reference(h, y, c, a, b, targets, l1, l2) end, {ds.randn(7, 4) * 0.5, c5:narrow(1, 1, 4):clone()})
+      -- a target absent from the batch (class 4 of 5) gets no projection term
+      H.gradcheck(function(h, c) return L.reference(h, y, c, a, b, {2, 4}, l1, l2) end, {ds.randn(7, 4) * 0.5, c5:clone()})
+      local map = {2, 0, 1, 0} -- class 0 -> mean row 2, class 2 -> row 1
+      local mu = ds.tensor{{0, 0, 0, 0}, {2, 2, 2, 2}}
+      -- with respect to h (the means are held constant in the push term by design, so
+      -- theirs is checked against the composed ops below); rows between the means keep
+      -- every push below its cap, away from the cap's kink
+      H.gradcheck(function(h) return L.paper(h, y, mu, a, b, map, l1, l2) end, {ds.randn(7, 4) * 0.3 + 1})
+
+      -- the same values and gradients as the separate ops
+      local function grads(f, h, c)
+        h, c = h:clone():requires_grad(), c:clone():requires_grad()
+        local v = f(h, c)
+        v:backward()
+        return v:item(), h.grad, c.grad
+      end
+      local h0, c0 = ds.randn(7, 4), ds.randn(4, 4)
+      local fused = {grads(function(h, c) return L.reference(h, y, c, a, b, targets, l1, l2) end, h0, c0)}
+      local composed = {grads(function(h, c)
+        local ct, bt = c:index_select({3, 1}), b
+        return (L.pull(h, y, c, nil, 4) + L.separation(c, y) + L.unit_norm(c)) * l1 + L.projection(ct, a, bt) * l2
+      end, h0, c0)}
+      assert.near(composed[1], fused[1], 1e-4 * math.abs(composed[1]))
+      for i = 2, 3 do assert.is_true((fused[i] - composed[i]):abs():max():item() < 1e-4) end
+
+      fused = {grads(function(h, m) return L.paper(h, y, m, a, b, map, l1, l2) end, h0, mu)}
+      composed = {grads(function(h, m)
+        local rows = {1, 2, 4, 5, 7} -- the target-class rows (classes 0 and 2), batch order
+        local ht, yt = h:index_select(rows), ds.tensor{0, 2, 2, 0, 2}
+        local loss = (L.pull(ht, yt, m, map, 4) * 2 - L.push(ht, yt, m, map, 4)) * (l1 / 7)
+        -- mean row k for the class mapped to row k: class 2 first, then class 0
+        local means = ds.cat({ht:index_select({2, 3, 5}):mean(1, true), ht:index_select({1, 4}):mean(1, true)}, 1)
+        return loss + L.projection(means, a, b) * l2
+      end, h0, mu)}
+      assert.near(composed[1], fused[1], 1e-4 * math.abs(composed[1]))
+      for i = 2, 3 do assert.is_true((fused[i] - composed[i]):abs():max():item() < 1e-4) end
+      -- no target-class row in the batch: zero loss and gradients
+      local none = L.paper(ds.randn(2, 4), ds.tensor{1, 3}, mu, a, b, map, l1, l2)
+      assert.equal(0, none:item())
+    end)
+
     it("compute the reference formulas", function()
       local h, c, y = ds.tensor{{1, 2}, {3, 4}}, ds.tensor{{0, 0}, {1, 1}}, ds.tensor{0, 1}
       assert.near(0.5 * (5 + 13), L.pull(h, y, c, nil, 2):item(), 1e-5)

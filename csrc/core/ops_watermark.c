@@ -26,6 +26,33 @@ static int check_hyc(const char *op, ds_tensor *h, ds_tensor *y, ds_tensor *c, c
 
 static int64_t row_of(const int64_t *map, float label) { return map ? map[(int64_t)label] : (int64_t)label; }
 
+/* Row kernels, accumulated in double (the losses are gradient-checked in float32
+ * by finite differences) but vectorised: the simd reduction allows reassociation. */
+static double sqdist(const float *a, const float *b, int64_t m) {
+  double d = 0;
+#pragma omp simd reduction(+ : d)
+  for (int64_t k = 0; k < m; k++) d += (double)(a[k] - b[k]) * (double)(a[k] - b[k]);
+  return d;
+}
+
+static double dot(const float *a, const float *b, int64_t m) {
+  double d = 0;
+#pragma omp simd reduction(+ : d)
+  for (int64_t k = 0; k < m; k++) d += (double)a[k] * (double)b[k];
+  return d;
+}
+
+/* k x k squared distances between the centre rows */
+static double *centre_dists(const float *c, int64_t k, int64_t m) {
+  double *d = malloc(sizeof *d * (size_t)(k * k + 1));
+  if (!d) return NULL;
+  for (int64_t a = 0; a < k; a++) {
+    d[a * k + a] = 0;
+    for (int64_t o = a + 1; o < k; o++) d[a * k + o] = d[o * k + a] = sqdist(c + a * m, c + o * m, m);
+  }
+  return d;
+}
+
 ds_tensor *ds_wm_pull(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes) {
   if (check_hyc("wm_pull", h, y, c, map, classes)) return NULL;
   int64_t b = h->shape[0], m = h->shape[1];
@@ -33,8 +60,7 @@ ds_tensor *ds_wm_pull(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *m
   for (int64_t i = 0; i < b; i++) {
     int64_t r = row_of(map, ds_data(y)[i]);
     if (r < 0) continue;
-    const float *hi = ds_data(h) + i * m, *cr = ds_data(c) + r * m;
-    for (int64_t k = 0; k < m; k++) acc += (double)(hi[k] - cr[k]) * (hi[k] - cr[k]);
+    acc += sqdist(ds_data(h) + i * m, ds_data(c) + r * m, m);
   }
   return ds_scalar_tensor((float)(0.5 * acc));
 }
@@ -64,31 +90,27 @@ int ds_wm_pull_backward(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t 
   return DS_OK;
 }
 
-/* squared distance between centre rows a and b */
-static double centre_dist(const float *c, int64_t m, int64_t a, int64_t b) {
-  double d = 0;
-  for (int64_t k = 0; k < m; k++) d += (double)(c[a * m + k] - c[b * m + k]) * (c[a * m + k] - c[b * m + k]);
-  return d;
-}
-
 /* The push of sample i from centre r is capped at the distance between its own
  * centre and r: the v1 term is unbounded below and diverges uncapped. */
 ds_tensor *ds_wm_push(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes) {
   if (check_hyc("wm_push", h, y, c, map, classes)) return NULL;
   int64_t b = h->shape[0], m = h->shape[1], rows = c->shape[0];
-  double acc = 0;
+  double acc = 0, *caps = centre_dists(ds_data(c), rows, m);
+  if (!caps) {
+    ds_error("wm_push: out of memory");
+    return NULL;
+  }
   for (int64_t i = 0; i < b; i++) {
     int64_t own = row_of(map, ds_data(y)[i]);
     if (own < 0) continue;
     const float *hi = ds_data(h) + i * m;
     for (int64_t r = 0; r < rows; r++) {
       if (r == own) continue;
-      const float *cr = ds_data(c) + r * m;
-      double d = 0, cap = centre_dist(ds_data(c), m, own, r);
-      for (int64_t k = 0; k < m; k++) d += (double)(hi[k] - cr[k]) * (hi[k] - cr[k]);
+      double d = sqdist(hi, ds_data(c) + r * m, m), cap = caps[own * rows + r];
       acc += d < cap ? d : cap;
     }
   }
+  free(caps);
   return ds_scalar_tensor((float)acc);
 }
 
@@ -97,7 +119,12 @@ ds_tensor *ds_wm_push_backward(ds_tensor *h, ds_tensor *y, ds_tensor *c, const i
   if (check_hyc("wm_push", h, y, c, map, classes)) return NULL;
   int64_t b = h->shape[0], m = h->shape[1], rows = c->shape[0];
   ds_tensor *rh = ds_tensor_new(2, h->shape);
-  if (!rh) return NULL;
+  double *caps = rh ? centre_dists(ds_data(c), rows, m) : NULL;
+  if (!caps) {
+    ds_release(rh);
+    ds_error("wm_push: out of memory");
+    return NULL;
+  }
   for (int64_t i = 0; i < b; i++) {
     int64_t own = row_of(map, ds_data(y)[i]);
     if (own < 0) continue;
@@ -106,12 +133,11 @@ ds_tensor *ds_wm_push_backward(ds_tensor *h, ds_tensor *y, ds_tensor *c, const i
     for (int64_t r = 0; r < rows; r++) {
       if (r == own) continue;
       const float *cr = ds_data(c) + r * m;
-      double d = 0, cap = centre_dist(ds_data(c), m, own, r);
-      for (int64_t k = 0; k < m; k++) d += (double)(hi[k] - cr[k]) * (hi[k] - cr[k]);
-      if (d >= cap) continue; /* capped: no gradient */
+      if (sqdist(hi, cr, m) >= caps[own * rows + r]) continue; /* capped: no gradient */
       for (int64_t k = 0; k < m; k++) ghi[k] += 2 * g * (hi[k] - cr[k]);
     }
   }
+  free(caps);
   return rh;
 }
 
@@ -136,70 +162,67 @@ static void nearest_others(const float *c, int64_t k, int64_t m, int64_t *near) 
     double best = INFINITY;
     for (int64_t o = 0; o < k; o++) {
       if (o == a) continue;
-      double d = 0;
-      for (int64_t j = 0; j < m; j++) d += (double)(c[a * m + j] - c[o * m + j]) * (c[a * m + j] - c[o * m + j]);
+      double d = sqdist(c + a * m, c + o * m, m);
       if (d < best) best = d, near[a] = o;
     }
   }
 }
 
-/* dot product and squared distance of centre rows u and v */
-static void pair_terms(const float *c, int64_t m, int64_t u, int64_t v, double *dot, double *d) {
-  *dot = 0, *d = 0;
-  for (int64_t j = 0; j < m; j++) {
-    *dot += (double)c[u * m + j] * c[v * m + j];
-    *d += (double)(c[u * m + j] - c[v * m + j]) * (c[u * m + j] - c[v * m + j]);
-  }
+/* The batch term depends only on each sample's centre: count the samples per centre
+ * and evaluate every centre's pair once. counts: k entries; NULL when out of memory. */
+static int64_t *separation_setup(const float *c, ds_tensor *y, int64_t k, int64_t m, int64_t **near) {
+  int64_t *counts = calloc((size_t)(2 * k), sizeof *counts);
+  if (!counts) return NULL;
+  *near = counts + k;
+  nearest_others(c, k, m, *near);
+  for (int64_t i = 0; i < y->shape[0]; i++) counts[(int64_t)ds_data(y)[i]]++;
+  return counts;
 }
 
 ds_tensor *ds_wm_separation(ds_tensor *c, ds_tensor *y) {
   if (check_centres("wm_separation", c, y)) return NULL;
-  int64_t k = c->shape[0], m = c->shape[1], b = y->shape[0];
-  int64_t *near = malloc(sizeof *near * (size_t)k);
-  if (!near) {
+  int64_t k = c->shape[0], m = c->shape[1], b = y->shape[0], *near;
+  const float *pc = ds_data(c);
+  int64_t *counts = separation_setup(pc, y, k, m, &near);
+  if (!counts) {
     ds_error("wm_separation: out of memory");
     return NULL;
   }
-  const float *pc = ds_data(c);
-  nearest_others(pc, k, m, near);
   double acc = 0;
-  for (int64_t i = 0; i < b; i++) {
-    int64_t u = (int64_t)ds_data(y)[i], v = near[u];
-    double dot, d;
-    pair_terms(pc, m, u, v, &dot, &d);
-    acc += (dot - 1) * d;
+  for (int64_t u = 0; u < k; u++) {
+    if (!counts[u]) continue;
+    int64_t v = near[u];
+    acc += (double)counts[u] * (dot(pc + u * m, pc + v * m, m) - 1) * sqdist(pc + u * m, pc + v * m, m);
   }
-  free(near);
+  free(counts);
   return ds_scalar_tensor(b ? (float)(acc / (double)b) : 0.0f);
 }
 
 /* d/du = v d + (s - 1) 2 (u - v); d/dv = u d - (s - 1) 2 (u - v), with the nearest fixed */
 ds_tensor *ds_wm_separation_backward(ds_tensor *c, ds_tensor *y, float g) {
   if (check_centres("wm_separation", c, y)) return NULL;
-  int64_t k = c->shape[0], m = c->shape[1], b = y->shape[0];
-  int64_t *near = malloc(sizeof *near * (size_t)k);
+  int64_t k = c->shape[0], m = c->shape[1], b = y->shape[0], *near = NULL;
+  const float *pc = ds_data(c);
   ds_tensor *gc = ds_tensor_new(2, c->shape);
-  if (!near || !gc) {
-    free(near);
+  int64_t *counts = gc ? separation_setup(pc, y, k, m, &near) : NULL;
+  if (!counts) {
     ds_release(gc);
     ds_error("wm_separation: out of memory");
     return NULL;
   }
-  const float *pc = ds_data(c);
   float *pg = ds_data(gc);
-  nearest_others(pc, k, m, near);
-  float scale = b ? g / (float)b : 0.0f;
-  for (int64_t i = 0; i < b; i++) {
-    int64_t u = (int64_t)ds_data(y)[i], v = near[u];
-    double dot, d;
-    pair_terms(pc, m, u, v, &dot, &d);
+  for (int64_t u = 0; u < k; u++) {
+    if (!counts[u]) continue;
+    int64_t v = near[u];
+    double s = dot(pc + u * m, pc + v * m, m), d = sqdist(pc + u * m, pc + v * m, m);
+    float scale = (float)counts[u] * g / (float)b;
     for (int64_t j = 0; j < m; j++) {
       float cu = pc[u * m + j], cv = pc[v * m + j], diff = cu - cv;
-      pg[u * m + j] += scale * (float)(cv * d + (dot - 1) * 2 * diff);
-      pg[v * m + j] += scale * (float)(cu * d - (dot - 1) * 2 * diff);
+      pg[u * m + j] += scale * (float)(cv * d + (s - 1) * 2 * diff);
+      pg[v * m + j] += scale * (float)(cu * d - (s - 1) * 2 * diff);
     }
   }
-  free(near);
+  free(counts);
   return gc;
 }
 
@@ -208,8 +231,7 @@ ds_tensor *ds_wm_unit_norm(ds_tensor *c) {
   int64_t k = c->shape[0], m = c->shape[1];
   double acc = 0;
   for (int64_t a = 0; a < k; a++) {
-    double n2 = 0;
-    for (int64_t j = 0; j < m; j++) n2 += (double)ds_data(c)[a * m + j] * ds_data(c)[a * m + j];
+    double n2 = dot(ds_data(c) + a * m, ds_data(c) + a * m, m);
     acc += fabs(1 - n2);
   }
   return ds_scalar_tensor((float)acc);
@@ -221,9 +243,8 @@ ds_tensor *ds_wm_unit_norm_backward(ds_tensor *c, float g) {
   ds_tensor *gc = ds_tensor_new(2, c->shape);
   if (!gc) return NULL;
   for (int64_t a = 0; a < k; a++) {
-    double n2 = 0;
     const float *ca = ds_data(c) + a * m;
-    for (int64_t j = 0; j < m; j++) n2 += (double)ca[j] * ca[j];
+    double n2 = dot(ca, ca, m);
     float sgn = n2 > 1 ? 1.0f : (n2 < 1 ? -1.0f : 0.0f);
     for (int64_t j = 0; j < m; j++) ds_data(gc)[a * m + j] = g * sgn * 2 * ca[j];
   }

@@ -28,8 +28,14 @@ static ds_storage *storage_new(int64_t n, int zero) {
   ds_storage *s = malloc(sizeof *s);
   if (!s) return NULL;
   size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(float);
-  bytes = (bytes + 63) & ~(size_t)63; /* aligned_alloc wants a multiple */
-  s->data = aligned_alloc(64, bytes);
+  /* cache-line alignment for real arrays; small ones (scalars, loss terms, centres)
+   * take plain malloc: glibc's aligned path splits chunks and consolidates its bins,
+   * which made a scalar op cost microseconds */
+  if (bytes >= 4096) {
+    bytes = (bytes + 63) & ~(size_t)63; /* aligned_alloc wants a multiple */
+    s->data = aligned_alloc(64, bytes);
+  } else
+    s->data = malloc(bytes);
   if (!s->data) {
     free(s);
     return NULL;

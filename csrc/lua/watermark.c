@@ -5,20 +5,24 @@
 #include "../core/ops_watermark.h"
 #include "binding.h"
 
-/* class map at idx into a malloc'd array of 0-based rows (-1: none) */
-static int64_t *class_map(lua_State *L, int idx, int64_t *classes) {
-  if (lua_isnoneornil(L, idx)) return NULL;
+/* The integer list at idx, each value plus `add`, in a userdata left on the stack
+ * (collected with it, so a later argument error leaks nothing). */
+static int64_t *int_list(lua_State *L, int idx, int64_t *n, int64_t add) {
   luaL_checktype(L, idx, LUA_TTABLE);
-  int64_t n = (int64_t)luaL_len(L, idx);
-  int64_t *map = malloc(sizeof *map * (size_t)(n + 1));
-  if (!map) luaL_error(L, "out of memory");
-  for (int64_t k = 0; k < n; k++) {
+  *n = (int64_t)luaL_len(L, idx);
+  int64_t *v = lua_newuserdatauv(L, sizeof *v * (size_t)(*n + 1), 0);
+  for (int64_t k = 0; k < *n; k++) {
     lua_geti(L, idx, k + 1);
-    map[k] = lua_tointeger(L, -1) - 1;
+    v[k] = (int64_t)lua_tointeger(L, -1) + add;
     lua_pop(L, 1);
   }
-  *classes = n;
-  return map;
+  return v;
+}
+
+/* class map at idx as an array of 0-based rows (-1: none) */
+static int64_t *class_map(lua_State *L, int idx, int64_t *classes) {
+  if (lua_isnoneornil(L, idx)) return NULL;
+  return int_list(L, idx, classes, -1);
 }
 
 /* (h, y, c, map|nil, classes) -> loss */
@@ -26,7 +30,6 @@ static int l_pull(lua_State *L) {
   int64_t classes = luaL_optinteger(L, 5, 0);
   int64_t *map = class_map(L, 4, &classes);
   ds_tensor *r = ds_wm_pull(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), map, classes);
-  free(map);
   lt_push(L, r);
   return 1;
 }
@@ -37,7 +40,6 @@ static int l_pull_backward(lua_State *L) { /* (h, y, c, map, classes, g) -> gh, 
   int64_t *map = class_map(L, 4, &classes);
   ds_tensor *gh, *gc;
   int rc = ds_wm_pull_backward(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), map, classes, g, &gh, &gc);
-  free(map);
   if (rc) return lt_raise(L);
   lt_push(L, gh);
   lt_push(L, gc);
@@ -48,7 +50,6 @@ static int l_push(lua_State *L) {
   int64_t classes = luaL_optinteger(L, 5, 0);
   int64_t *map = class_map(L, 4, &classes);
   ds_tensor *r = ds_wm_push(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), map, classes);
-  free(map);
   lt_push(L, r);
   return 1;
 }
@@ -58,7 +59,6 @@ static int l_push_backward(lua_State *L) {
   float g = (float)luaL_checknumber(L, 6);
   int64_t *map = class_map(L, 4, &classes);
   ds_tensor *r = ds_wm_push_backward(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), map, classes, g);
-  free(map);
   lt_push(L, r);
   return 1;
 }
@@ -82,7 +82,50 @@ static int l_projection_backward(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg fns[] = {{"wm_pull", l_pull}, {"wm_pull_backward", l_pull_backward}, {"wm_push", l_push},
+/* (h, y, c, A, b, targets{class ids}, l1, l2) -> loss */
+static int l_reference_loss(lua_State *L) {
+  int64_t s, *targets = int_list(L, 6, &s, 0);
+  lt_push(L, ds_wm_reference_loss(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5),
+                                  targets, s, (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8)));
+  return 1;
+}
+
+static int l_reference_loss_backward(lua_State *L) { /* (..., l1, l2, g) -> gh, gc */
+  int64_t s, *targets = int_list(L, 6, &s, 0);
+  ds_tensor *gh, *gc;
+  if (ds_wm_reference_loss_backward(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5),
+                                    targets, s, (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8),
+                                    (float)luaL_checknumber(L, 9), &gh, &gc))
+    return lt_raise(L);
+  lt_push(L, gh);
+  lt_push(L, gc);
+  return 2;
+}
+
+/* (h, y, mu, A, b, map, l1, l2) -> loss */
+static int l_paper_loss(lua_State *L) {
+  int64_t classes, *map = int_list(L, 6, &classes, -1);
+  lt_push(L, ds_wm_paper_loss(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5), map,
+                              classes, (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8)));
+  return 1;
+}
+
+static int l_paper_loss_backward(lua_State *L) { /* (..., l1, l2, g) -> gh, gmu */
+  int64_t classes, *map = int_list(L, 6, &classes, -1);
+  ds_tensor *gh, *gmu;
+  if (ds_wm_paper_loss_backward(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5), map,
+                                classes, (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8),
+                                (float)luaL_checknumber(L, 9), &gh, &gmu))
+    return lt_raise(L);
+  lt_push(L, gh);
+  lt_push(L, gmu);
+  return 2;
+}
+
+static const luaL_Reg fns[] = {{"wm_reference_loss", l_reference_loss},
+                               {"wm_reference_loss_backward", l_reference_loss_backward},
+                               {"wm_paper_loss", l_paper_loss}, {"wm_paper_loss_backward", l_paper_loss_backward},
+                               {"wm_pull", l_pull}, {"wm_pull_backward", l_pull_backward}, {"wm_push", l_push},
                                {"wm_push_backward", l_push_backward}, {"wm_separation", l_separation},
                                {"wm_separation_backward", l_separation_backward}, {"wm_unit_norm", l_unit_norm},
                                {"wm_unit_norm_backward", l_unit_norm_backward}, {"wm_projection", l_projection},

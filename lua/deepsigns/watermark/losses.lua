@@ -39,4 +39,21 @@ function L.projection(mu, a, b)
   return record(v, {mu}, function(g) return core.wm_projection_backward(mu, a, b, core.item(g)) end)
 end
 
+-- Each variant's whole regularizer as one op (one autograd node per step):
+-- reference: l1 (pull + separation + unit_norm) + l2 projection(centres of the targets in y)
+function L.reference(h, y, c, a, b, targets, l1, l2)
+  local v = core.wm_reference_loss(h, y, c, a, b, targets, l1, l2)
+  return record(v, {h, c}, function(g)
+    return core.wm_reference_loss_backward(h, y, c, a, b, targets, l1, l2, core.item(g))
+  end)
+end
+
+-- paper: (2 pull - push) l1 / B over the target rows + l2 projection(their batch means)
+function L.paper(h, y, mu, a, b, map, l1, l2)
+  local v = core.wm_paper_loss(h, y, mu, a, b, map, l1, l2)
+  return record(v, {h, mu}, function(g)
+    return core.wm_paper_loss_backward(h, y, mu, a, b, map, l1, l2, core.item(g))
+  end)
+end
+
 return L

@@ -85,34 +85,19 @@ function Key:regularizer(opts)
   opts = opts or {}
   local l1, l2 = opts.lambda1 or self.lambda1 or 0.01, opts.lambda2 or self.lambda2 or 0.01
   local classes, pool = self.classes, self.pool
-  local targets, nt = self.targets, #self.targets
+  local targets = self.targets
   local a, b = self.A, self.b
   local key = self
+  local function h_of(acts) return T.methods.contiguous(features(acts[key.layer], pool)) end
   -- the trainable centres (reference) or target means (paper) get their own optimiser
   local centres = self.variant == "reference" and self.centres or self.mu
   A.set_requires_grad(centres, true)
   local reg = {name = "watermark", layers = {self.layer},
     optimizer = require("deepsigns.optim").Adam({centres}, {lr = opts.centre_lr or 1e-3})}
+  -- each variant is one fused C op (losses.lua); the per-term ops stay for tests and scripts
   if self.variant == "reference" then
-    local target_rows = {}
-    for k, t in ipairs(targets) do target_rows[k] = t + 1 end
     function reg.loss(batch, acts)
-      local h = features(acts[key.layer], pool)
-      local y, c = batch.y, key.centres
-      local pen = (L.pull(h, y, c, nil, classes) + L.separation(c, y) + L.unit_norm(c)) * l1
-      -- L4 only for the targets present in the batch (the demo's NaN otherwise)
-      local present = {}
-      for _, v in ipairs(core.flat(y)) do present[v] = true end
-      local rows, brows = {}, {}
-      for k, t in ipairs(targets) do
-        if present[t] then rows[#rows + 1] = target_rows[k]; brows[#brows + 1] = k end
-      end
-      if #rows > 0 then
-        local ct = T.methods.index_select(c, rows)
-        local bt = #brows == nt and b or core.index_select(b, brows)
-        pen = pen + L.projection(ct, a, bt) * l2
-      end
-      return pen
+      return L.reference(h_of(acts), batch.y, key.centres, a, b, targets, l1, l2)
     end
   else
     -- loss1 shapes the Gaussians around trainable target means mu (started at the
@@ -122,33 +107,7 @@ function Key:regularizer(opts)
     for k = 1, classes do map[k] = 0 end
     for k, t in ipairs(targets) do map[t + 1] = k end
     function reg.loss(batch, acts)
-      local h = features(acts[key.layer], pool)
-      local y, mu = batch.y, key.mu
-      local B = core.size(y, 1)
-      -- only target-class rows take part: select them once, so the gradient
-      -- flows back into h through a single scatter
-      local rows, labels, rows_of = {}, {}, {}
-      for i, v in ipairs(core.flat(y)) do
-        if map[v + 1] ~= 0 then
-          rows[#rows + 1], labels[#labels + 1] = i, v
-          local r = rows_of[v]
-          if not r then r = {}; rows_of[v] = r end
-          r[#r + 1] = #rows
-        end
-      end
-      if #rows == 0 then return nil end
-      local ht, yt = T.methods.index_select(h, rows), core.from_table(labels)
-      local loss = (L.pull(ht, yt, mu, map, classes) * 2 - L.push(ht, yt, mu, map, classes)) * (l1 / B)
-      local means, brows = {}, {}
-      for k, t in ipairs(targets) do
-        if rows_of[t] then
-          means[#means + 1] = T.methods.mean(#rows_of[t] == #rows and ht or T.methods.index_select(ht, rows_of[t]), 1, true)
-          brows[#brows + 1] = k
-        end
-      end
-      local m = #means == 1 and means[1] or T.cat(means, 1)
-      local bt = #brows == nt and b or core.index_select(b, brows)
-      return loss + L.projection(m, a, bt) * l2
+      return L.paper(h_of(acts), batch.y, key.mu, a, b, map, l1, l2)
     end
   end
   return reg

@@ -1,0 +1,205 @@
+/* Each white-box variant's whole regularizer as one op: the same kernels as the
+ * separate wm_* ops, composed in C, so that a training step pays for one autograd
+ * node instead of a dozen small ones (the difference between ~12% and ~2% of an
+ * epoch on the paper MLP). */
+#include "ops.h"
+#include "ops_watermark.h"
+#include "error.h"
+#include <stdlib.h>
+#include <string.h>
+
+static float item(ds_tensor *t) { return ds_data(t)[0]; }
+
+/* rows of x listed in idx (0-based) as a new tensor; n may be 0 -> NULL without error */
+static ds_tensor *rows(ds_tensor *x, const int64_t *idx, int64_t n) { return n ? ds_index_select(x, idx, n) : NULL; }
+
+/* adds the rows of src into dst's rows idx (both row-major with m columns) */
+static void scatter_add(float *dst, const float *src, const int64_t *idx, int64_t n, int64_t m, float scale) {
+  for (int64_t k = 0; k < n; k++)
+    for (int64_t j = 0; j < m; j++) dst[idx[k] * m + j] += scale * src[k * m + j];
+}
+
+static int check_common(const char *op, ds_tensor *h, ds_tensor *y, ds_tensor *a, ds_tensor *b) {
+  char s1[128], s2[128], s3[128];
+  if (h->ndim != 2 || y->ndim != 1 || y->shape[0] != h->shape[0] || a->ndim != 2 || a->shape[0] != h->shape[1] ||
+      b->ndim != 2 || b->shape[1] != a->shape[1] || !ds_is_contiguous(h) || !ds_is_contiguous(y))
+    return ds_error("%s: size mismatch, activations: %s, A: %s, bits: %s (want B x M, M x N, s x N)", op,
+                    ds_shape_str(h, s1, sizeof s1), ds_shape_str(a, s2, sizeof s2), ds_shape_str(b, s3, sizeof s3));
+  return DS_OK;
+}
+
+/* ---- reference: l1 (pull + separation + unit norm) + l2 projection(present target centres) ---- */
+
+/* targets present in the batch: their centre rows and their bit rows */
+static int64_t present_targets(ds_tensor *y, const int64_t *targets, int64_t s, int64_t *crow, int64_t *brow) {
+  int64_t n = 0;
+  for (int64_t k = 0; k < s; k++) {
+    int here = 0;
+    for (int64_t i = 0; i < y->shape[0] && !here; i++) here = (int64_t)ds_data(y)[i] == targets[k];
+    if (here) crow[n] = targets[k], brow[n] = k, n++;
+  }
+  return n;
+}
+
+static int check_reference(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b,
+                           const int64_t *targets, int64_t s) {
+  if (check_common("wm_reference_loss", h, y, a, b)) return DS_EFAIL;
+  if (b->shape[0] != s) return ds_error("wm_reference_loss: %lld bit rows for %lld targets", (long long)b->shape[0], (long long)s);
+  for (int64_t k = 0; k < s; k++)
+    if (targets[k] < 0 || targets[k] >= c->shape[0])
+      return ds_error("wm_reference_loss: target class %lld has no centre row", (long long)targets[k]);
+  return DS_OK;
+}
+
+ds_tensor *ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b,
+                                const int64_t *targets, int64_t s, float l1, float l2) {
+  if (check_reference(h, y, c, a, b, targets, s)) return NULL;
+  int64_t *crow = malloc(sizeof *crow * (size_t)(2 * s + 1)), *brow = crow + s;
+  if (!crow) return ds_error("wm_reference_loss: out of memory"), NULL;
+  int64_t np = present_targets(y, targets, s, crow, brow);
+  ds_tensor *pull = ds_wm_pull(h, y, c, NULL, c->shape[0]), *sep = pull ? ds_wm_separation(c, y) : NULL;
+  ds_tensor *un = sep ? ds_wm_unit_norm(c) : NULL, *ct = un ? rows(c, crow, np) : NULL;
+  ds_tensor *bt = ct ? rows(b, brow, np) : NULL, *proj = bt ? ds_wm_projection(ct, a, bt) : NULL;
+  ds_tensor *out = NULL;
+  if (un && (np == 0 || proj))
+    out = ds_scalar_tensor(l1 * (item(pull) + item(sep) + item(un)) + (proj ? l2 * item(proj) : 0.0f));
+  ds_release(pull), ds_release(sep), ds_release(un), ds_release(ct), ds_release(bt), ds_release(proj);
+  free(crow);
+  return out;
+}
+
+int ds_wm_reference_loss_backward(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b,
+                                  const int64_t *targets, int64_t s, float l1, float l2, float g, ds_tensor **gh,
+                                  ds_tensor **gc) {
+  if (check_reference(h, y, c, a, b, targets, s)) return DS_EFAIL;
+  int64_t *crow = malloc(sizeof *crow * (size_t)(2 * s + 1)), *brow = crow + s;
+  if (!crow) return ds_error("wm_reference_loss: out of memory");
+  int64_t np = present_targets(y, targets, s, crow, brow), m = c->shape[1];
+  ds_tensor *rh = NULL, *rc = NULL, *gsep = NULL, *gun = NULL, *ct = NULL, *bt = NULL, *gct = NULL;
+  int rc_ = ds_wm_pull_backward(h, y, c, NULL, c->shape[0], g * l1, &rh, &rc);
+  if (!rc_) rc_ = !(gsep = ds_wm_separation_backward(c, y, g * l1)) || !(gun = ds_wm_unit_norm_backward(c, g * l1));
+  if (!rc_ && np) rc_ = !(ct = rows(c, crow, np)) || !(bt = rows(b, brow, np)) ||
+                        !(gct = ds_wm_projection_backward(ct, a, bt, g * l2));
+  if (!rc_) {
+    float *pc = ds_data(rc);
+    for (int64_t k = 0; k < ds_numel(rc); k++) pc[k] += ds_data(gsep)[k] + ds_data(gun)[k];
+    if (np) scatter_add(pc, ds_data(gct), crow, np, m, 1.0f);
+    *gh = rh, *gc = rc;
+  } else
+    ds_release(rh), ds_release(rc);
+  ds_release(gsep), ds_release(gun), ds_release(ct), ds_release(bt), ds_release(gct);
+  free(crow);
+  return rc_ ? DS_EFAIL : DS_OK;
+}
+
+/* ---- paper: (2 pull - push) l1 / B over the target-class rows + l2 projection(batch target means) ---- */
+
+/* The target-class rows of the batch, grouped: idx[0..nt) the rows, labels yt, and for
+ * each present target (np of them) its bit row and the range [first[k], first[k+1])
+ * of its rows within idx. */
+typedef struct paper_rows {
+  int64_t nt, np, *idx, *first, *brow;
+  ds_tensor *yt;
+} paper_rows;
+
+static void paper_rows_free(paper_rows *r) {
+  free(r->idx);
+  ds_release(r->yt);
+}
+
+static int paper_rows_of(ds_tensor *y, const int64_t *map, int64_t classes, int64_t s, paper_rows *r) {
+  int64_t n = y->shape[0];
+  memset(r, 0, sizeof *r);
+  r->idx = malloc(sizeof(int64_t) * (size_t)(n + 2 * s + 2));
+  if (!r->idx) return ds_error("wm_paper_loss: out of memory");
+  r->first = r->idx + n, r->brow = r->first + s + 1;
+  for (int64_t k = 0; k < s; k++) { /* grouped by target, in batch order within each */
+    int64_t start = r->nt;
+    for (int64_t i = 0; i < n; i++) {
+      int64_t cls = (int64_t)ds_data(y)[i];
+      if (cls >= 0 && cls < classes && map[cls] == k) r->idx[r->nt++] = i;
+    }
+    if (r->nt > start) r->first[r->np] = start, r->brow[r->np] = k, r->np++;
+  }
+  r->first[r->np] = r->nt;
+  if (r->nt) {
+    r->yt = ds_tensor_empty(1, (int64_t[]){r->nt});
+    if (!r->yt) return DS_EFAIL;
+    for (int64_t k = 0; k < r->nt; k++) ds_data(r->yt)[k] = ds_data(y)[r->idx[k]];
+  }
+  return DS_OK;
+}
+
+/* np x M means of each present target's rows of ht */
+static ds_tensor *group_means(ds_tensor *ht, const paper_rows *r) {
+  int64_t m = ht->shape[1];
+  ds_tensor *mu = ds_tensor_new(2, (int64_t[]){r->np, m});
+  if (!mu) return NULL;
+  for (int64_t k = 0; k < r->np; k++) {
+    float *row = ds_data(mu) + k * m;
+    int64_t cnt = r->first[k + 1] - r->first[k];
+    for (int64_t i = r->first[k]; i < r->first[k + 1]; i++)
+      for (int64_t j = 0; j < m; j++) row[j] += ds_data(ht)[i * m + j];
+    for (int64_t j = 0; j < m; j++) row[j] /= (float)cnt;
+  }
+  return mu;
+}
+
+static int check_paper(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b, const int64_t *map,
+                       int64_t classes) {
+  if (check_common("wm_paper_loss", h, y, a, b)) return DS_EFAIL;
+  if (b->shape[0] != mu->shape[0])
+    return ds_error("wm_paper_loss: %lld bit rows for %lld target means", (long long)b->shape[0], (long long)mu->shape[0]);
+  for (int64_t k = 0; k < classes; k++)
+    if (map[k] >= mu->shape[0]) return ds_error("wm_paper_loss: class %lld maps to a missing mean row", (long long)k);
+  return DS_OK;
+}
+
+ds_tensor *ds_wm_paper_loss(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b,
+                            const int64_t *map, int64_t classes, float l1, float l2) {
+  if (check_paper(h, y, mu, a, b, map, classes)) return NULL;
+  paper_rows r;
+  if (paper_rows_of(y, map, classes, mu->shape[0], &r)) return paper_rows_free(&r), NULL;
+  if (r.nt == 0) return paper_rows_free(&r), ds_scalar_tensor(0.0f);
+  ds_tensor *ht = rows(h, r.idx, r.nt), *pull = ht ? ds_wm_pull(ht, r.yt, mu, map, classes) : NULL;
+  ds_tensor *push = pull ? ds_wm_push(ht, r.yt, mu, map, classes) : NULL;
+  ds_tensor *means = push ? group_means(ht, &r) : NULL, *bt = means ? rows(b, r.brow, r.np) : NULL;
+  ds_tensor *proj = bt ? ds_wm_projection(means, a, bt) : NULL, *out = NULL;
+  if (proj) out = ds_scalar_tensor((2 * item(pull) - item(push)) * l1 / (float)h->shape[0] + l2 * item(proj));
+  ds_release(ht), ds_release(pull), ds_release(push), ds_release(means), ds_release(bt), ds_release(proj);
+  paper_rows_free(&r);
+  return out;
+}
+
+int ds_wm_paper_loss_backward(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b,
+                              const int64_t *map, int64_t classes, float l1, float l2, float g, ds_tensor **gh,
+                              ds_tensor **gmu) {
+  if (check_paper(h, y, mu, a, b, map, classes)) return DS_EFAIL;
+  paper_rows r;
+  if (paper_rows_of(y, map, classes, mu->shape[0], &r)) return paper_rows_free(&r), DS_EFAIL;
+  int64_t m = h->shape[1];
+  float k1 = g * l1 / (float)h->shape[0];
+  ds_tensor *rh = ds_tensor_new(2, h->shape), *rmu = NULL, *ht = NULL, *gpull = NULL, *gpush = NULL, *means = NULL,
+            *bt = NULL, *gmeans = NULL;
+  int fail = !rh;
+  if (!fail && r.nt) {
+    fail = !(ht = rows(h, r.idx, r.nt)) || ds_wm_pull_backward(ht, r.yt, mu, map, classes, 2 * k1, &gpull, &rmu) ||
+           !(gpush = ds_wm_push_backward(ht, r.yt, mu, map, classes, -k1)) || !(means = group_means(ht, &r)) ||
+           !(bt = rows(b, r.brow, r.np)) || !(gmeans = ds_wm_projection_backward(means, a, bt, g * l2));
+    if (!fail) {
+      scatter_add(ds_data(rh), ds_data(gpull), r.idx, r.nt, m, 1.0f);
+      scatter_add(ds_data(rh), ds_data(gpush), r.idx, r.nt, m, 1.0f);
+      for (int64_t k = 0; k < r.np; k++) { /* a mean spreads its gradient evenly over its rows */
+        float inv = 1.0f / (float)(r.first[k + 1] - r.first[k]);
+        for (int64_t i = r.first[k]; i < r.first[k + 1]; i++)
+          for (int64_t j = 0; j < m; j++) ds_data(rh)[r.idx[i] * m + j] += inv * ds_data(gmeans)[k * m + j];
+      }
+    }
+  } else if (!fail)
+    fail = !(rmu = ds_tensor_new(2, mu->shape));
+  if (!fail) *gh = rh, *gmu = rmu;
+  else ds_release(rh), ds_release(rmu);
+  ds_release(ht), ds_release(gpull), ds_release(gpush), ds_release(means), ds_release(bt), ds_release(gmeans);
+  paper_rows_free(&r);
+  return fail ? DS_EFAIL : DS_OK;
+}
