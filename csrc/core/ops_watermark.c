@@ -67,24 +67,37 @@ ds_tensor *ds_wm_pull(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *m
 
 int ds_wm_pull_backward(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes, float g,
                         ds_tensor **gh, ds_tensor **gc) {
+  return ds_wm_pull_vg(h, y, c, map, classes, g, NULL, gh, gc);
+}
+
+int ds_wm_pull_vg(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes, float g,
+                  double *value, ds_tensor **gh, ds_tensor **gc) {
   if (check_hyc("wm_pull", h, y, c, map, classes)) return DS_EFAIL;
+  double acc = 0;
   int64_t b = h->shape[0], m = h->shape[1];
-  ds_tensor *rh = ds_tensor_new(2, h->shape), *rc = ds_tensor_new(2, c->shape);
+  /* every row of rh is written below (zeros for samples without a centre) */
+  ds_tensor *rh = ds_tensor_empty(2, h->shape), *rc = ds_tensor_new(2, c->shape);
   if (!rh || !rc) {
     ds_release(rh), ds_release(rc);
     return DS_EFAIL;
   }
   for (int64_t i = 0; i < b; i++) {
     int64_t r = row_of(map, ds_data(y)[i]);
-    if (r < 0) continue;
+    if (r < 0) {
+      memset(ds_data(rh) + i * m, 0, sizeof(float) * (size_t)m);
+      continue;
+    }
     const float *hi = ds_data(h) + i * m, *cr = ds_data(c) + r * m;
     float *ghi = ds_data(rh) + i * m, *gcr = ds_data(rc) + r * m;
+#pragma omp simd reduction(+ : acc)
     for (int64_t k = 0; k < m; k++) {
-      float d = g * (hi[k] - cr[k]);
+      float e = hi[k] - cr[k], d = g * e;
+      acc += (double)e * (double)e;
       ghi[k] = d;
       gcr[k] -= d;
     }
   }
+  if (value) *value = 0.5 * acc;
   *gh = rh;
   *gc = rc;
   return DS_OK;
@@ -116,14 +129,21 @@ ds_tensor *ds_wm_push(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *m
 
 ds_tensor *ds_wm_push_backward(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes,
                                float g) {
-  if (check_hyc("wm_push", h, y, c, map, classes)) return NULL;
+  ds_tensor *gh = NULL;
+  ds_wm_push_vg(h, y, c, map, classes, g, NULL, &gh);
+  return gh;
+}
+
+int ds_wm_push_vg(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes, float g,
+                  double *value, ds_tensor **gh) {
+  if (check_hyc("wm_push", h, y, c, map, classes)) return DS_EFAIL;
+  double acc = 0;
   int64_t b = h->shape[0], m = h->shape[1], rows = c->shape[0];
   ds_tensor *rh = ds_tensor_new(2, h->shape);
   double *caps = rh ? centre_dists(ds_data(c), rows, m) : NULL;
   if (!caps) {
     ds_release(rh);
-    ds_error("wm_push: out of memory");
-    return NULL;
+    return ds_error("wm_push: out of memory");
   }
   for (int64_t i = 0; i < b; i++) {
     int64_t own = row_of(map, ds_data(y)[i]);
@@ -133,12 +153,16 @@ ds_tensor *ds_wm_push_backward(ds_tensor *h, ds_tensor *y, ds_tensor *c, const i
     for (int64_t r = 0; r < rows; r++) {
       if (r == own) continue;
       const float *cr = ds_data(c) + r * m;
-      if (sqdist(hi, cr, m) >= caps[own * rows + r]) continue; /* capped: no gradient */
+      double d = sqdist(hi, cr, m), cap = caps[own * rows + r];
+      acc += d < cap ? d : cap;
+      if (d >= cap) continue; /* capped: no gradient */
       for (int64_t k = 0; k < m; k++) ghi[k] += 2 * g * (hi[k] - cr[k]);
     }
   }
   free(caps);
-  return rh;
+  if (value) *value = acc;
+  *gh = rh;
+  return DS_OK;
 }
 
 static int check_centres(const char *op, ds_tensor *c, ds_tensor *y) {
@@ -200,21 +224,28 @@ ds_tensor *ds_wm_separation(ds_tensor *c, ds_tensor *y) {
 
 /* d/du = v d + (s - 1) 2 (u - v); d/dv = u d - (s - 1) 2 (u - v), with the nearest fixed */
 ds_tensor *ds_wm_separation_backward(ds_tensor *c, ds_tensor *y, float g) {
-  if (check_centres("wm_separation", c, y)) return NULL;
+  ds_tensor *gc = NULL;
+  ds_wm_separation_vg(c, y, g, NULL, &gc);
+  return gc;
+}
+
+int ds_wm_separation_vg(ds_tensor *c, ds_tensor *y, float g, double *value, ds_tensor **out) {
+  if (check_centres("wm_separation", c, y)) return DS_EFAIL;
+  double acc = 0;
   int64_t k = c->shape[0], m = c->shape[1], b = y->shape[0], *near = NULL;
   const float *pc = ds_data(c);
   ds_tensor *gc = ds_tensor_new(2, c->shape);
   int64_t *counts = gc ? separation_setup(pc, y, k, m, &near) : NULL;
   if (!counts) {
     ds_release(gc);
-    ds_error("wm_separation: out of memory");
-    return NULL;
+    return ds_error("wm_separation: out of memory");
   }
   float *pg = ds_data(gc);
   for (int64_t u = 0; u < k; u++) {
     if (!counts[u]) continue;
     int64_t v = near[u];
     double s = dot(pc + u * m, pc + v * m, m), d = sqdist(pc + u * m, pc + v * m, m);
+    acc += (double)counts[u] * (s - 1) * d;
     float scale = (float)counts[u] * g / (float)b;
     for (int64_t j = 0; j < m; j++) {
       float cu = pc[u * m + j], cv = pc[v * m + j], diff = cu - cv;
@@ -223,7 +254,9 @@ ds_tensor *ds_wm_separation_backward(ds_tensor *c, ds_tensor *y, float g) {
     }
   }
   free(counts);
-  return gc;
+  if (value) *value = b ? acc / (double)b : 0.0;
+  *out = gc;
+  return DS_OK;
 }
 
 ds_tensor *ds_wm_unit_norm(ds_tensor *c) {
@@ -285,20 +318,31 @@ ds_tensor *ds_wm_projection(ds_tensor *mu, ds_tensor *a, ds_tensor *b) {
 
 /* d/dmu = (sigmoid(z) - b) A^T */
 ds_tensor *ds_wm_projection_backward(ds_tensor *mu, ds_tensor *a, ds_tensor *b, float g) {
-  if (check_projection(mu, a, b)) return NULL;
+  ds_tensor *gm = NULL;
+  ds_wm_projection_vg(mu, a, b, g, NULL, &gm);
+  return gm;
+}
+
+int ds_wm_projection_vg(ds_tensor *mu, ds_tensor *a, ds_tensor *b, float g, double *value, ds_tensor **out) {
+  if (check_projection(mu, a, b)) return DS_EFAIL;
   ds_tensor *z = logits_of(mu, a), *gm = z ? ds_tensor_empty(2, mu->shape) : NULL;
   if (!gm) {
     ds_release(z);
-    return NULL;
+    return DS_EFAIL;
   }
   int64_t n = ds_numel(z);
+  double acc = 0;
   for (int64_t i = 0; i < n; i++) {
     float v = ds_data(z)[i];
+    double dv = v, t = ds_data(b)[i];
+    acc += (dv > 0 ? dv + log1p(exp(-dv)) : log1p(exp(dv))) - t * dv;
     float s = v >= 0 ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v));
     ds_data(z)[i] = g * (s - ds_data(b)[i]);
   }
   ds_gemm(0, 1, mu->shape[0], mu->shape[1], a->shape[1], 1.0f, ds_data(z), a->shape[1], ds_data(a), a->shape[1], 0.0f,
           ds_data(gm), mu->shape[1]);
   ds_release(z);
-  return gm;
+  if (value) *value = acc;
+  *out = gm;
+  return DS_OK;
 }

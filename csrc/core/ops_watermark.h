@@ -33,21 +33,26 @@ ds_tensor *ds_wm_unit_norm_backward(ds_tensor *c, float g);
 ds_tensor *ds_wm_projection(ds_tensor *m, ds_tensor *a, ds_tensor *b);
 ds_tensor *ds_wm_projection_backward(ds_tensor *m, ds_tensor *a, ds_tensor *b, float g);
 
-/* Each variant's whole regularizer in one op (ops_watermark_loss.c), built from the
- * kernels above. Reference: l1 (pull + separation + unit_norm)(h, y, c) + l2 projection
- * of the centres of the targets (class ids, s of them) present in y, with their rows
- * of b (s x N). Paper: over the rows of h whose class maps to a row of mu,
- * (2 pull - push) l1 / B + l2 projection of those rows' per-target means, with the
- * present targets' rows of b; 0 when no row maps. */
-ds_tensor *ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b,
-                                const int64_t *targets, int64_t s, float l1, float l2);
-int ds_wm_reference_loss_backward(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b,
-                                  const int64_t *targets, int64_t s, float l1, float l2, float g, ds_tensor **gh,
-                                  ds_tensor **gc);
-ds_tensor *ds_wm_paper_loss(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b,
-                            const int64_t *row_of_class, int64_t classes, float l1, float l2);
-int ds_wm_paper_loss_backward(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b,
-                              const int64_t *row_of_class, int64_t classes, float l1, float l2, float g,
-                              ds_tensor **gh, ds_tensor **gmu);
+/* Value and gradient in one pass (value may be NULL): what the *_backward ops
+ * return, with the forward value beside it. */
+int ds_wm_pull_vg(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *row_of_class, int64_t classes, float g,
+                  double *value, ds_tensor **gh, ds_tensor **gc);
+int ds_wm_push_vg(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *row_of_class, int64_t classes, float g,
+                  double *value, ds_tensor **gh);
+int ds_wm_separation_vg(ds_tensor *c, ds_tensor *y, float g, double *value, ds_tensor **gc);
+int ds_wm_projection_vg(ds_tensor *m, ds_tensor *a, ds_tensor *b, float g, double *value, ds_tensor **gm);
+
+/* Each variant's whole regularizer in one op (ops_watermark_loss.c): its value and
+ * its gradients in one pass, built from the kernels above. Reference:
+ * l1 (pull + separation + unit_norm)(h, y, c) + l2 projection of the centres of the
+ * targets (class ids, s of them) present in y, with their rows of b (s x N).
+ * Paper: over the rows of h whose class maps to a row of mu, (2 pull - push) l1 / B
+ * + l2 projection of those rows' per-target means, with the present targets' rows of
+ * b; 0 when no row maps (the means are constants inside push, as in ds_wm_push). */
+int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b, const int64_t *targets,
+                         int64_t s, float l1, float l2, float *value, ds_tensor **gh, ds_tensor **gc);
+int ds_wm_paper_loss(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b,
+                     const int64_t *row_of_class, int64_t classes, float l1, float l2, float *value, ds_tensor **gh,
+                     ds_tensor **gmu);
 
 #endif

@@ -51,45 +51,32 @@ static int check_reference(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *
   return DS_OK;
 }
 
-ds_tensor *ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b,
-                                const int64_t *targets, int64_t s, float l1, float l2) {
-  if (check_reference(h, y, c, a, b, targets, s)) return NULL;
-  int64_t *crow = malloc(sizeof *crow * (size_t)(2 * s + 1)), *brow = crow + s;
-  if (!crow) return ds_error("wm_reference_loss: out of memory"), NULL;
-  int64_t np = present_targets(y, targets, s, crow, brow);
-  ds_tensor *pull = ds_wm_pull(h, y, c, NULL, c->shape[0]), *sep = pull ? ds_wm_separation(c, y) : NULL;
-  ds_tensor *un = sep ? ds_wm_unit_norm(c) : NULL, *ct = un ? rows(c, crow, np) : NULL;
-  ds_tensor *bt = ct ? rows(b, brow, np) : NULL, *proj = bt ? ds_wm_projection(ct, a, bt) : NULL;
-  ds_tensor *out = NULL;
-  if (un && (np == 0 || proj))
-    out = ds_scalar_tensor(l1 * (item(pull) + item(sep) + item(un)) + (proj ? l2 * item(proj) : 0.0f));
-  ds_release(pull), ds_release(sep), ds_release(un), ds_release(ct), ds_release(bt), ds_release(proj);
-  free(crow);
-  return out;
-}
-
-int ds_wm_reference_loss_backward(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b,
-                                  const int64_t *targets, int64_t s, float l1, float l2, float g, ds_tensor **gh,
-                                  ds_tensor **gc) {
+int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b, const int64_t *targets,
+                         int64_t s, float l1, float l2, float *value, ds_tensor **gh, ds_tensor **gc) {
   if (check_reference(h, y, c, a, b, targets, s)) return DS_EFAIL;
   int64_t *crow = malloc(sizeof *crow * (size_t)(2 * s + 1)), *brow = crow + s;
   if (!crow) return ds_error("wm_reference_loss: out of memory");
   int64_t np = present_targets(y, targets, s, crow, brow), m = c->shape[1];
-  ds_tensor *rh = NULL, *rc = NULL, *gsep = NULL, *gun = NULL, *ct = NULL, *bt = NULL, *gct = NULL;
-  int rc_ = ds_wm_pull_backward(h, y, c, NULL, c->shape[0], g * l1, &rh, &rc);
-  if (!rc_) rc_ = !(gsep = ds_wm_separation_backward(c, y, g * l1)) || !(gun = ds_wm_unit_norm_backward(c, g * l1));
-  if (!rc_ && np) rc_ = !(ct = rows(c, crow, np)) || !(bt = rows(b, brow, np)) ||
-                        !(gct = ds_wm_projection_backward(ct, a, bt, g * l2));
-  if (!rc_) {
-    float *pc = ds_data(rc);
-    for (int64_t k = 0; k < ds_numel(rc); k++) pc[k] += ds_data(gsep)[k] + ds_data(gun)[k];
+  double pull = 0, sep = 0, proj = 0;
+  ds_tensor *rh = NULL, *rc = NULL, *gsep = NULL, *gun = NULL, *un = NULL, *ct = NULL, *bt = NULL, *gct = NULL;
+  int fail = ds_wm_pull_vg(h, y, c, NULL, c->shape[0], l1, &pull, &rh, &rc) ||
+             ds_wm_separation_vg(c, y, l1, &sep, &gsep) || !(gun = ds_wm_unit_norm_backward(c, l1)) ||
+             !(un = ds_wm_unit_norm(c));
+  if (!fail && np)
+    fail = !(ct = rows(c, crow, np)) || !(bt = rows(b, brow, np)) || ds_wm_projection_vg(ct, a, bt, l2, &proj, &gct);
+  if (!fail) {
+    float *restrict pc = ds_data(rc);
+    const float *restrict ps = ds_data(gsep), *restrict pu = ds_data(gun);
+    int64_t n = ds_numel(rc);
+    for (int64_t k = 0; k < n; k++) pc[k] += ps[k] + pu[k];
     if (np) scatter_add(pc, ds_data(gct), crow, np, m, 1.0f);
+    *value = (float)(l1 * (pull + sep + item(un)) + l2 * proj);
     *gh = rh, *gc = rc;
   } else
     ds_release(rh), ds_release(rc);
-  ds_release(gsep), ds_release(gun), ds_release(ct), ds_release(bt), ds_release(gct);
+  ds_release(gsep), ds_release(gun), ds_release(un), ds_release(ct), ds_release(bt), ds_release(gct);
   free(crow);
-  return rc_ ? DS_EFAIL : DS_OK;
+  return fail ? DS_EFAIL : DS_OK;
 }
 
 /* ---- paper: (2 pull - push) l1 / B over the target-class rows + l2 projection(batch target means) ---- */
@@ -155,37 +142,21 @@ static int check_paper(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, 
   return DS_OK;
 }
 
-ds_tensor *ds_wm_paper_loss(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b,
-                            const int64_t *map, int64_t classes, float l1, float l2) {
-  if (check_paper(h, y, mu, a, b, map, classes)) return NULL;
-  paper_rows r;
-  if (paper_rows_of(y, map, classes, mu->shape[0], &r)) return paper_rows_free(&r), NULL;
-  if (r.nt == 0) return paper_rows_free(&r), ds_scalar_tensor(0.0f);
-  ds_tensor *ht = rows(h, r.idx, r.nt), *pull = ht ? ds_wm_pull(ht, r.yt, mu, map, classes) : NULL;
-  ds_tensor *push = pull ? ds_wm_push(ht, r.yt, mu, map, classes) : NULL;
-  ds_tensor *means = push ? group_means(ht, &r) : NULL, *bt = means ? rows(b, r.brow, r.np) : NULL;
-  ds_tensor *proj = bt ? ds_wm_projection(means, a, bt) : NULL, *out = NULL;
-  if (proj) out = ds_scalar_tensor((2 * item(pull) - item(push)) * l1 / (float)h->shape[0] + l2 * item(proj));
-  ds_release(ht), ds_release(pull), ds_release(push), ds_release(means), ds_release(bt), ds_release(proj);
-  paper_rows_free(&r);
-  return out;
-}
-
-int ds_wm_paper_loss_backward(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b,
-                              const int64_t *map, int64_t classes, float l1, float l2, float g, ds_tensor **gh,
-                              ds_tensor **gmu) {
+int ds_wm_paper_loss(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b, const int64_t *map,
+                     int64_t classes, float l1, float l2, float *value, ds_tensor **gh, ds_tensor **gmu) {
   if (check_paper(h, y, mu, a, b, map, classes)) return DS_EFAIL;
   paper_rows r;
   if (paper_rows_of(y, map, classes, mu->shape[0], &r)) return paper_rows_free(&r), DS_EFAIL;
   int64_t m = h->shape[1];
-  float k1 = g * l1 / (float)h->shape[0];
+  float k1 = l1 / (float)h->shape[0];
+  double pull = 0, push = 0, proj = 0;
   ds_tensor *rh = ds_tensor_new(2, h->shape), *rmu = NULL, *ht = NULL, *gpull = NULL, *gpush = NULL, *means = NULL,
             *bt = NULL, *gmeans = NULL;
   int fail = !rh;
   if (!fail && r.nt) {
-    fail = !(ht = rows(h, r.idx, r.nt)) || ds_wm_pull_backward(ht, r.yt, mu, map, classes, 2 * k1, &gpull, &rmu) ||
-           !(gpush = ds_wm_push_backward(ht, r.yt, mu, map, classes, -k1)) || !(means = group_means(ht, &r)) ||
-           !(bt = rows(b, r.brow, r.np)) || !(gmeans = ds_wm_projection_backward(means, a, bt, g * l2));
+    fail = !(ht = rows(h, r.idx, r.nt)) || ds_wm_pull_vg(ht, r.yt, mu, map, classes, 2 * k1, &pull, &gpull, &rmu) ||
+           ds_wm_push_vg(ht, r.yt, mu, map, classes, -k1, &push, &gpush) || !(means = group_means(ht, &r)) ||
+           !(bt = rows(b, r.brow, r.np)) || ds_wm_projection_vg(means, a, bt, l2, &proj, &gmeans);
     if (!fail) {
       scatter_add(ds_data(rh), ds_data(gpull), r.idx, r.nt, m, 1.0f);
       scatter_add(ds_data(rh), ds_data(gpush), r.idx, r.nt, m, 1.0f);
@@ -197,8 +168,11 @@ int ds_wm_paper_loss_backward(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tens
     }
   } else if (!fail)
     fail = !(rmu = ds_tensor_new(2, mu->shape));
-  if (!fail) *gh = rh, *gmu = rmu;
-  else ds_release(rh), ds_release(rmu);
+  if (!fail) {
+    *value = (float)((2 * pull - push) * k1 + l2 * proj);
+    *gh = rh, *gmu = rmu;
+  } else
+    ds_release(rh), ds_release(rmu);
   ds_release(ht), ds_release(gpull), ds_release(gpush), ds_release(means), ds_release(bt), ds_release(gmeans);
   paper_rows_free(&r);
   return fail ? DS_EFAIL : DS_OK;

@@ -82,49 +82,36 @@ static int l_projection_backward(lua_State *L) {
   return 1;
 }
 
-/* (h, y, c, A, b, targets{class ids}, l1, l2) -> loss */
+static int push_value_grads(lua_State *L, float value, ds_tensor *g1, ds_tensor *g2) {
+  lt_push(L, ds_scalar_tensor(value));
+  lt_push(L, g1);
+  lt_push(L, g2);
+  return 3;
+}
+
+/* (h, y, c, A, b, targets{class ids}, l1, l2) -> loss, d/dh, d/dc */
 static int l_reference_loss(lua_State *L) {
   int64_t s, *targets = int_list(L, 6, &s, 0);
-  lt_push(L, ds_wm_reference_loss(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5),
-                                  targets, s, (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8)));
-  return 1;
-}
-
-static int l_reference_loss_backward(lua_State *L) { /* (..., l1, l2, g) -> gh, gc */
-  int64_t s, *targets = int_list(L, 6, &s, 0);
   ds_tensor *gh, *gc;
-  if (ds_wm_reference_loss_backward(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5),
-                                    targets, s, (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8),
-                                    (float)luaL_checknumber(L, 9), &gh, &gc))
+  float v;
+  if (ds_wm_reference_loss(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5), targets, s,
+                           (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8), &v, &gh, &gc))
     return lt_raise(L);
-  lt_push(L, gh);
-  lt_push(L, gc);
-  return 2;
+  return push_value_grads(L, v, gh, gc);
 }
 
-/* (h, y, mu, A, b, map, l1, l2) -> loss */
+/* (h, y, mu, A, b, map, l1, l2) -> loss, d/dh, d/dmu */
 static int l_paper_loss(lua_State *L) {
   int64_t classes, *map = int_list(L, 6, &classes, -1);
-  lt_push(L, ds_wm_paper_loss(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5), map,
-                              classes, (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8)));
-  return 1;
-}
-
-static int l_paper_loss_backward(lua_State *L) { /* (..., l1, l2, g) -> gh, gmu */
-  int64_t classes, *map = int_list(L, 6, &classes, -1);
   ds_tensor *gh, *gmu;
-  if (ds_wm_paper_loss_backward(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5), map,
-                                classes, (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8),
-                                (float)luaL_checknumber(L, 9), &gh, &gmu))
+  float v;
+  if (ds_wm_paper_loss(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5), map, classes,
+                       (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8), &v, &gh, &gmu))
     return lt_raise(L);
-  lt_push(L, gh);
-  lt_push(L, gmu);
-  return 2;
+  return push_value_grads(L, v, gh, gmu);
 }
 
-static const luaL_Reg fns[] = {{"wm_reference_loss", l_reference_loss},
-                               {"wm_reference_loss_backward", l_reference_loss_backward},
-                               {"wm_paper_loss", l_paper_loss}, {"wm_paper_loss_backward", l_paper_loss_backward},
+static const luaL_Reg fns[] = {{"wm_reference_loss", l_reference_loss}, {"wm_paper_loss", l_paper_loss},
                                {"wm_pull", l_pull}, {"wm_pull_backward", l_pull_backward}, {"wm_push", l_push},
                                {"wm_push_backward", l_push_backward}, {"wm_separation", l_separation},
                                {"wm_separation_backward", l_separation_backward}, {"wm_unit_norm", l_unit_norm},

@@ -39,21 +39,28 @@ function L.projection(mu, a, b)
   return record(v, {mu}, function(g) return core.wm_projection_backward(mu, a, b, core.item(g)) end)
 end
 
--- Each variant's whole regularizer as one op (one autograd node per step):
+-- Each variant's whole regularizer as one op: the C op returns the value and both
+-- gradients from one pass; the backward hands them on (scaled by the incoming g).
+local function fused(v, inputs, g1, g2)
+  local used = false
+  return record(v, inputs, function(g)
+    local s = core.item(g)
+    -- a second backward (retain_graph) gets copies: the first pair may now be someone's .grad
+    if s == 1 and not used then used = true; return g1, g2 end
+    return core.binary("mul", g1, s), core.binary("mul", g2, s)
+  end)
+end
+
 -- reference: l1 (pull + separation + unit_norm) + l2 projection(centres of the targets in y)
 function L.reference(h, y, c, a, b, targets, l1, l2)
-  local v = core.wm_reference_loss(h, y, c, a, b, targets, l1, l2)
-  return record(v, {h, c}, function(g)
-    return core.wm_reference_loss_backward(h, y, c, a, b, targets, l1, l2, core.item(g))
-  end)
+  local v, gh, gc = core.wm_reference_loss(h, y, c, a, b, targets, l1, l2)
+  return fused(v, {h, c}, gh, gc)
 end
 
 -- paper: (2 pull - push) l1 / B over the target rows + l2 projection(their batch means)
 function L.paper(h, y, mu, a, b, map, l1, l2)
-  local v = core.wm_paper_loss(h, y, mu, a, b, map, l1, l2)
-  return record(v, {h, mu}, function(g)
-    return core.wm_paper_loss_backward(h, y, mu, a, b, map, l1, l2, core.item(g))
-  end)
+  local v, gh, gmu = core.wm_paper_loss(h, y, mu, a, b, map, l1, l2)
+  return fused(v, {h, mu}, gh, gmu)
 end
 
 return L
