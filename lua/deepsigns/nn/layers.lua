@@ -65,7 +65,7 @@ function L.Conv2d:__init(cin, cout, k, opts)
   -- as for Linear: the layer's output, the one a watermark reads, is post-activation;
   -- the ReLU runs fused in the convolution's own pass
   if opts.activation ~= nil and opts.activation ~= "relu" then
-    error("nn.Conv2d: activation must be \"relu\" or nil, got " .. tostring(opts.activation), 2)
+    error("nn.Conv2d: activation must be \"relu\" or nil, got " .. tostring(opts.activation), 3)
   end
   self.activation = opts.activation
   local fan_in = cin * kh * kw
