@@ -213,6 +213,28 @@ describe("autograd", function()
       assert.equal(x, F.dropout(x, 0.3, false))
     end)
 
+    it("dropout masks: the drop rate, the 1/(1-p) scale, one stream across block edges", function()
+      -- 1001 elements: odd, and not a multiple of the 512-draw block the mask is made in
+      local x = ds.ones(7, 143)
+      ds.manual_seed(5)
+      local y = F.dropout(x, 0.25, true):totable()
+      local dropped, n = 0, 0
+      for _, row in ipairs(y) do
+        for _, v in ipairs(row) do
+          n = n + 1
+          if v == 0 then dropped = dropped + 1 else assert.near(1 / 0.75, v, 1e-6) end
+        end
+      end
+      assert.equal(1001, n)
+      assert.is_true(math.abs(dropped / n - 0.25) < 0.05, "drop rate " .. dropped / n)
+      -- the same seed gives the same mask; one mask of 2002 begins with the 1001 above
+      ds.manual_seed(5)
+      assert.same(y, F.dropout(x, 0.25, true):totable())
+      ds.manual_seed(5)
+      local long = F.dropout(ds.ones(2002), 0.25, true):totable()
+      for i = 1, 1001 do assert.equal(y[(i - 1) // 143 + 1][(i - 1) % 143 + 1], long[i]) end
+    end)
+
     it("batch norm in train and eval mode, 1-D and 2-D", function()
       local function bn(c, training)
         local state = {running_mean = ds.zeros(c), running_var = ds.ones(c) * 1.5, momentum = 0.1, eps = 1e-5}

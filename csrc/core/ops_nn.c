@@ -132,14 +132,18 @@ ds_tensor *ds_dropout_mask(ds_tensor *x, float p) {
   }
   ds_tensor *m = ds_tensor_like(x);
   if (!m) return NULL;
-  /* two 32-bit uniform draws per 64-bit output of the generator */
+  /* two 32-bit uniform draws per 64-bit output of the generator (low half first),
+   * drawn in blocks; the compare loop is branch-free so it vectorises */
   float keep = 1.0f / (1.0f - p), *pm = ds_data(m);
-  uint64_t thresh = (uint64_t)((double)p * 4294967296.0);
+  uint32_t thresh = (uint32_t)fmin((double)p * 4294967296.0, 4294967295.0);
+  uint64_t r[256];
+  uint32_t u[512];
   int64_t n = ds_numel(m);
-  for (int64_t i = 0; i < n; i += 2) {
-    uint64_t r = ds_rng_next();
-    pm[i] = (r & 0xffffffffu) >= thresh ? keep : 0.0f;
-    if (i + 1 < n) pm[i + 1] = (r >> 32) >= thresh ? keep : 0.0f;
+  for (int64_t i0 = 0; i0 < n; i0 += 512) {
+    int64_t len = n - i0 < 512 ? n - i0 : 512;
+    ds_rng_fill_u64(r, (len + 1) / 2);
+    for (int64_t k = 0; k < (len + 1) / 2; k++) u[2 * k] = (uint32_t)r[k], u[2 * k + 1] = (uint32_t)(r[k] >> 32);
+    for (int64_t i = 0; i < len; i++) pm[i0 + i] = u[i] >= thresh ? keep : 0.0f;
   }
   return m;
 }

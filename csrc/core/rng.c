@@ -31,9 +31,11 @@ void ds_rng_set_state(const ds_rng_state *in) {
 
 static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
-uint64_t ds_rng_next(void) {
-  if (!seeded) ds_rng_seed(0);
-  uint64_t *s = state.s;
+/* One xoshiro256** step on a state held in locals. Callers copy the state in and
+ * out once: storing it through memory every draw let the compiler merge the four
+ * stores into one vector store, and the next draw's scalar loads then stalled on
+ * store forwarding (10 ns a draw instead of 1). */
+static inline uint64_t xoshiro_step(uint64_t s[4]) {
   uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
   s[2] ^= s[0];
   s[3] ^= s[1];
@@ -42,6 +44,21 @@ uint64_t ds_rng_next(void) {
   s[2] ^= t;
   s[3] = rotl(s[3], 45);
   return result;
+}
+
+uint64_t ds_rng_next(void) {
+  if (!seeded) ds_rng_seed(0);
+  uint64_t s[4] = {state.s[0], state.s[1], state.s[2], state.s[3]};
+  uint64_t r = xoshiro_step(s);
+  state.s[0] = s[0], state.s[1] = s[1], state.s[2] = s[2], state.s[3] = s[3];
+  return r;
+}
+
+void ds_rng_fill_u64(uint64_t *out, int64_t n) {
+  if (!seeded) ds_rng_seed(0);
+  uint64_t s[4] = {state.s[0], state.s[1], state.s[2], state.s[3]};
+  for (int64_t i = 0; i < n; i++) out[i] = xoshiro_step(s);
+  state.s[0] = s[0], state.s[1] = s[1], state.s[2] = s[2], state.s[3] = s[3];
 }
 
 double ds_rng_uniform(void) { return (double)(ds_rng_next() >> 11) * 0x1.0p-53; }

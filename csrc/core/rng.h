@@ -18,6 +18,8 @@ void ds_rng_get_state(ds_rng_state *out);
 void ds_rng_set_state(const ds_rng_state *in);
 
 uint64_t ds_rng_next(void);
+/* n successive draws of ds_rng_next, faster in bulk */
+void ds_rng_fill_u64(uint64_t *out, int64_t n);
 double ds_rng_uniform(void);          /* [0, 1) */
 double ds_rng_normal(void);           /* N(0, 1) */
 int64_t ds_rng_below(int64_t n);      /* uniform integer in [0, n), n > 0 */
