@@ -2,7 +2,11 @@
 #include "blas.h"
 #include <cblas.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static int use_naive;
 
@@ -24,6 +28,15 @@ void ds_gemm_naive(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
     }
 }
 
+static void zero_rows(float *c, int64_t m, int64_t n, int64_t ldc) {
+  if (ldc == n && m * n < (1 << 16)) {
+    memset(c, 0, sizeof(float) * (size_t)(m * n));
+    return;
+  }
+#pragma omp parallel for schedule(static) if (m * n >= (1 << 16))
+  for (int64_t i = 0; i < m; i++) memset(c + i * ldc, 0, sizeof(float) * (size_t)n);
+}
+
 void ds_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
              int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
   if (m == 0 || n == 0) return;
@@ -31,14 +44,16 @@ void ds_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const
     ds_gemm_naive(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
+  if (beta == 0.0f) {
+    /* OpenBLAS's own beta = 0 pass is slow (4x a memset, 0.2 ms on the MLP's weight
+     * gradient): zero C here, in parallel by row blocks for large C, and accumulate */
+    zero_rows(c, m, n, ldc);
+    beta = 1.0f;
+  }
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
               (blasint)m, (blasint)n, (blasint)k, alpha, a, (blasint)lda, b, (blasint)ldb, beta, c,
               (blasint)ldc);
 }
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 static int num_threads = 0; /* 0: not set yet, OpenBLAS's own default */
 
