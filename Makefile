@@ -82,7 +82,7 @@ test-slow: deps all
 # The suite once more with AddressSanitizer and UBSan: the instrumented
 # interpreter runs busted itself, so the module and Lua share one runtime.
 test-asan: deps
-	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="-O1 -g -march=native -fno-omit-frame-pointer" \
 	   SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all
 	@LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
 	 LUA_CPATH="$(CURDIR)/build-asan/lib/?.so;;" ASAN_OPTIONS=detect_leaks=1 \

@@ -161,6 +161,49 @@ describe("autograd", function()
         'conv2d: activation must be "relu" or nil, got gelu')
     end)
 
+    it("conv2d: the direct stride-1 path equals im2col + GEMM, values and all gradients", function()
+      local core = ds.core
+      -- {n, c, h, w, co, kh, kw, ph, pw, bias, relu}: odd sizes, channel counts off the
+      -- 4-row tile, one input channel, 1x1 and non-square kernels, padding 0 to k-1
+      local cases = {
+        {3, 4, 9, 9, 5, 3, 3, 1, 1, true, true}, {2, 1, 28, 28, 32, 3, 3, 1, 1, true, true},
+        {2, 32, 13, 13, 64, 3, 3, 0, 0, true, true}, {1, 3, 7, 11, 6, 2, 3, 1, 2, false, false},
+        {5, 2, 6, 5, 3, 1, 1, 0, 0, true, false}, {2, 3, 8, 8, 7, 5, 5, 4, 2, true, true},
+        {1, 5, 4, 4, 1, 3, 3, 2, 2, false, true},
+      }
+      local was = core.conv_direct()
+      for _, c in ipairs(cases) do
+        local n, ci, h, w, co, kh, kw, ph, pw, with_b, relu = table.unpack(c)
+        local x, wt = ds.randn(n, ci, h, w), ds.randn(co, ci, kh, kw)
+        local b = with_b and ds.randn(co) or nil
+        local y0 = core.conv2d(x, wt, b, 1, 1, ph, pw, relu)
+        local g = ds.randn(table.unpack(core.size(y0)))
+        local out = {}
+        for k, direct in ipairs {true, false} do
+          core.conv_direct(direct)
+          local y = core.conv2d(x, wt, b, 1, 1, ph, pw, relu)
+          local gx, gw, gb = core.conv2d_backward(x, wt, g, 1, 1, ph, pw, true, true, with_b, relu and y or nil)
+          out[k] = {y, gx, gw, gb}
+        end
+        core.conv_direct(was)
+        for i = 1, with_b and 4 or 3 do
+          local a, r = out[1][i], out[2][i]
+          local scale = math.max(1, r:abs():max():item())
+          assert.is_true((a - r):abs():max():item() < 1e-4 * scale,
+            string.format("case %s, result %d", table.concat(core.size(x), "x"), i))
+        end
+      end
+    end)
+
+    it("conv2d gradients on the im2col + GEMM path at stride 1", function()
+      local was = ds.core.conv_direct(false)
+      gradcheck(function(x, w, b) return F.conv2d(x, w, b, {padding = 1, activation = "relu"}) end,
+        {ds.randn(2, 3, 4, 5), ds.randn(4, 3, 3, 3), ds.randn(4)})
+      gradcheck(function(x, w) return F.conv2d(x, w, nil, {padding = {1, 0}}) end,
+        {ds.randn(2, 2, 5, 6), ds.randn(3, 2, 3, 2)})
+      ds.core.conv_direct(was)
+    end)
+
     it("conv2d with a fused ReLU equals conv2d followed by relu, values and gradients", function()
       local x, w, b = ds.randn(3, 4, 9, 9), ds.randn(5, 4, 3, 3), ds.randn(5)
       local g = ds.randn(3, 5, 9, 9)

@@ -1,5 +1,7 @@
-/* 2-D convolution (im2col + GEMM) and pooling, NCHW, with their gradients. */
+/* 2-D convolution (direct for stride 1 on AVX2, else im2col + GEMM) and pooling, NCHW,
+ * with their gradients. */
 #include "blas.h"
+#include "conv_direct.h"
 #include "error.h"
 #include "ops.h"
 #include <float.h>
@@ -100,7 +102,20 @@ typedef struct conv_job {
   const float *yrelu; /* backward of a fused ReLU: its output, whose zeros mask gy */
   int relu;           /* forward: apply a ReLU to the output */
   const float *wflip; /* c x (co*kh*kw): set when gx is a full convolution of gy */
+  const ds_cdir *dir, *dir_gx; /* direct path: the layer's plan, the input gradient's */
 } conv_job;
+
+/* Direct path: each thread clears its scratch once, then runs image by image. */
+static void direct_forward_range(const conv_job *j, int64_t lo, int64_t hi, float *scratch, int t, void *ctx) {
+  (void)t, (void)ctx;
+  ds_cdir_clear(scratch, ds_cdir_forward_scratch(j->dir));
+  for (int64_t i = lo; i < hi; i++)
+    ds_cdir_forward(j->dir, j->x + i * j->c * j->h * j->w, j->h * j->w, j->w, j->bias, j->relu,
+                    j->y + i * j->co * j->ohw, scratch);
+}
+
+typedef struct grad_slices grad_slices;
+static void direct_backward_range(const conv_job *j, int64_t lo, int64_t hi, float *scratch, int t, void *ctx);
 
 /* One image at a time: GEMMs on (co x ohw) slices write straight into y and gx. */
 static void conv_forward_range(const conv_job *j, int64_t lo, int64_t hi, float *col, int t, void *ctx) {
@@ -121,7 +136,22 @@ static void conv_forward_range(const conv_job *j, int64_t lo, int64_t hi, float 
 }
 
 /* per-thread weight and bias gradient slices */
-typedef struct grad_slices { float *gw, *gb; int64_t wsize; } grad_slices;
+struct grad_slices { float *gw, *gb; int64_t wsize; };
+
+static void direct_backward_range(const conv_job *j, int64_t lo, int64_t hi, float *scratch, int t, void *ctx) {
+  const grad_slices *sl = ctx;
+  float *gw = sl->gw ? sl->gw + t * sl->wsize : NULL, *gb = sl->gb ? sl->gb + t * j->co : NULL;
+  int64_t own = ds_cdir_wgrad_scratch(j->dir);
+  float *gx_scratch = scratch + own;
+  ds_cdir_clear(scratch, own + (j->dir_gx ? ds_cdir_forward_scratch(j->dir_gx) : 0));
+  for (int64_t i = lo; i < hi; i++) {
+    int64_t at = i * j->co * j->ohw;
+    const float *wide = ds_cdir_wide_grad(j->dir, j->gy + at, j->yrelu ? j->yrelu + at : NULL, gb, scratch);
+    if (gw) ds_cdir_wgrad(j->dir, j->x + i * j->c * j->h * j->w, gw, scratch);
+    if (j->dir_gx) /* a full convolution of the (wide) gradient with the flipped kernel */
+      ds_cdir_forward(j->dir_gx, wide, j->dir->gys, j->dir->wp, NULL, 0, j->gx + i * j->c * j->h * j->w, gx_scratch);
+  }
+}
 
 static void conv_backward_range(const conv_job *j, int64_t lo, int64_t hi, float *col, int t, void *ctx) {
   const grad_slices *sl = ctx;
@@ -219,9 +249,21 @@ ds_tensor *ds_conv2d(ds_tensor *x, ds_tensor *w, ds_tensor *b, ds_conv_params p,
   }
   j.x = ds_data(cx), j.wt = ds_data(cw), j.bias = cb ? ds_data(cb) : NULL, j.y = ds_data(y);
   j.relu = relu;
-  int failed = run_parallel(&j, nt, conv_forward_range, NULL);
+  ds_cdir dir;
+  int direct = ds_cdir_fits(p.kh, p.kw, p.sh, p.sw, p.ph, p.pw);
+  if (direct) {
+    if (ds_cdir_init(&dir, (int)j.c, (int)j.h, (int)j.w, (int)j.co, p.kh, p.kw, p.ph, p.pw, j.wt, 0)) {
+      ds_error("conv2d: out of memory");
+      ds_release(y);
+      y = NULL;
+      goto done;
+    }
+    j.dir = &dir, j.col_size = ds_cdir_forward_scratch(&dir);
+  }
+  int failed = run_parallel(&j, nt, direct ? direct_forward_range : conv_forward_range, NULL);
+  if (direct) ds_cdir_free(&dir);
   if (failed) {
-    ds_error("conv2d: out of memory for the im2col buffer");
+    ds_error("conv2d: out of memory for the convolution's buffer");
     ds_release(y);
     y = NULL;
   }
@@ -273,6 +315,7 @@ int ds_conv2d_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_tensor *yre
   ds_tensor *cx = ds_contiguous(x), *cw = ds_contiguous(w), *cg = ds_contiguous(gy);
   ds_tensor *cy = yrelu ? ds_contiguous(yrelu) : NULL;
   ds_tensor *rx = NULL, *rw = NULL, *rb = NULL;
+  ds_cdir dir = {0}, dir_gx = {0};
   int64_t wsize = j.co * j.kk;
   /* per-thread weight and bias gradients, summed in thread order afterwards */
   float *acc = calloc((size_t)(nt * (wsize + j.co)) + 1, sizeof(float)), *wflip = NULL;
@@ -280,13 +323,24 @@ int ds_conv2d_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_tensor *yre
     if (!acc) ds_error("conv2d backward: out of memory");
     goto done;
   }
-  int full = gx && full_conv_input_grad(&j);
+  int direct = ds_cdir_fits(p.kh, p.kw, p.sh, p.sw, p.ph, p.pw);
+  if (direct) {
+    if (ds_cdir_init(&dir, (int)j.c, (int)j.h, (int)j.w, (int)j.co, p.kh, p.kw, p.ph, p.pw, NULL, 0) ||
+        (gx && ds_cdir_init(&dir_gx, (int)j.co, j.oh, j.ow, (int)j.c, p.kh, p.kw, p.kh - 1 - p.ph, p.kw - 1 - p.pw,
+                            ds_data(cw), 1))) {
+      ds_error("conv2d backward: out of memory");
+      goto done;
+    }
+    j.dir = &dir, j.dir_gx = gx ? &dir_gx : NULL;
+    j.col_size = ds_cdir_wgrad_scratch(&dir) + (gx ? ds_cdir_forward_scratch(&dir_gx) : 0);
+  }
+  int full = !direct && gx && full_conv_input_grad(&j);
   if (full && !(wflip = flip_kernel(&j, ds_data(cw)))) {
     ds_error("conv2d backward: out of memory");
     goto done;
   }
   /* the full convolution writes every element of gx; the scatter adds into zeros */
-  if (gx && !(rx = full ? ds_tensor_empty(4, x->shape) : ds_tensor_new(4, x->shape))) goto done;
+  if (gx && !(rx = full || direct ? ds_tensor_empty(4, x->shape) : ds_tensor_new(4, x->shape))) goto done;
   if (gw && !(rw = ds_tensor_new(4, w->shape))) goto done;
   if (gb && !(rb = ds_tensor_new(1, (int64_t[]){j.co}))) goto done;
   j.x = ds_data(cx), j.wt = ds_data(cw), j.gy = ds_data(cg), j.gx = rx ? ds_data(rx) : NULL;
@@ -297,9 +351,9 @@ int ds_conv2d_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_tensor *yre
     if (need > j.col_size) j.col_size = need;
   }
   grad_slices slices = {rw ? acc : NULL, rb ? acc + nt * wsize : NULL, wsize};
-  int failed = run_parallel(&j, nt, conv_backward_range, &slices);
+  int failed = run_parallel(&j, nt, direct ? direct_backward_range : conv_backward_range, &slices);
   if (failed) {
-    ds_error("conv2d backward: out of memory for the im2col buffer");
+    ds_error("conv2d backward: out of memory for the convolution's buffer");
     goto done;
   }
   for (int t = 0; t < nt; t++) {
@@ -311,6 +365,7 @@ int ds_conv2d_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_tensor *yre
   rc = DS_OK;
 done:
   free(acc), free(wflip);
+  ds_cdir_free(&dir), ds_cdir_free(&dir_gx);
   if (rc) {
     ds_release(rx), ds_release(rw), ds_release(rb);
   } else {

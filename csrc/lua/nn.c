@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../core/blas.h"
+#include "../core/conv_direct.h"
 #include "../core/error.h"
 #include "../core/ops.h"
 #include "../core/rng.h"
@@ -33,6 +34,14 @@ static int l_conv2d_backward(lua_State *L) {
     return lt_raise(L);
   push_opt(L, gx), push_opt(L, gw), push_opt(L, gb);
   return 3;
+}
+
+/* conv_direct([on]) -> whether stride-1 convolutions took the direct path (test hook:
+ * off sends them to im2col + GEMM, so the specs can compare the two) */
+static int l_conv_direct(lua_State *L) {
+  lua_pushboolean(L, ds_cdir_enabled());
+  if (!lua_isnone(L, 1)) ds_cdir_set_enabled(lua_toboolean(L, 1));
+  return 1;
 }
 
 /* pooling: (x, kh, kw, sh, sw, ph, pw) */
@@ -223,7 +232,7 @@ static int l_set_num_threads(lua_State *L) {
 static int l_get_num_threads(lua_State *L) { lua_pushinteger(L, ds_get_num_threads()); return 1; }
 
 static const luaL_Reg fns[] = {
-    {"conv2d", l_conv2d}, {"conv2d_backward", l_conv2d_backward}, {"maxpool2d", l_maxpool2d},
+    {"conv2d", l_conv2d}, {"conv2d_backward", l_conv2d_backward}, {"conv_direct", l_conv_direct}, {"maxpool2d", l_maxpool2d},
     {"maxpool2d_backward", l_maxpool2d_backward}, {"avgpool2d", l_avgpool2d},
     {"avgpool2d_backward", l_avgpool2d_backward}, {"softmax", l_softmax},
     {"softmax_backward", l_softmax_backward}, {"cross_entropy", l_cross_entropy},
