@@ -1,5 +1,6 @@
 /* Direct stride-1 convolution: AVX2/FMA kernels over a zero-padded image copy. */
 #include "conv_direct.h"
+#include "blas.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,7 +74,7 @@ void ds_cdir_free(ds_cdir *d) {
 }
 
 int64_t ds_cdir_forward_scratch(const ds_cdir *d) { return d->pad_size + d->co4 * d->qr; }
-int64_t ds_cdir_wgrad_scratch(const ds_cdir *d) { return d->pad_size + d->co4 * d->gys; }
+int64_t ds_cdir_wgrad_scratch(const ds_cdir *d) { return d->pad_size + d->co4 * d->gys + d->kk * d->q; }
 void ds_cdir_clear(float *scratch, int64_t n) { memset(scratch, 0, sizeof(float) * (size_t)n); }
 
 /* copies the interior rows of the image into the padded copy (padding stays zero) */
@@ -112,49 +113,6 @@ __attribute__((noinline)) static void fwd_tile(int64_t kk, const float *a, const
   _mm256_storeu_ps(c, c30), _mm256_storeu_ps(c + 8, c31), _mm256_storeu_ps(c + 16, c32);
 }
 
-static float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-/* out[r][s] = dot(g row r, x from tap offset o[s]) over n (a multiple of 8) positions,
- * for 4 gradient rows (gs apart) and 3 taps */
-__attribute__((noinline)) static void wgrad_tile3(int64_t n, const float *g, int64_t gs, const float *x, int o0,
-                                                  int o1, int o2, float out[4][3]) {
-  __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;
-  __m256 a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
-  const float *x0 = x + o0, *x1 = x + o1, *x2 = x + o2;
-  for (int64_t q = 0; q < n; q += 8) {
-    __m256 v0 = _mm256_loadu_ps(x0 + q), v1 = _mm256_loadu_ps(x1 + q), v2 = _mm256_loadu_ps(x2 + q);
-    __m256 gv = _mm256_loadu_ps(g + q);
-    a00 = _mm256_fmadd_ps(gv, v0, a00), a01 = _mm256_fmadd_ps(gv, v1, a01), a02 = _mm256_fmadd_ps(gv, v2, a02);
-    gv = _mm256_loadu_ps(g + gs + q);
-    a10 = _mm256_fmadd_ps(gv, v0, a10), a11 = _mm256_fmadd_ps(gv, v1, a11), a12 = _mm256_fmadd_ps(gv, v2, a12);
-    gv = _mm256_loadu_ps(g + 2 * gs + q);
-    a20 = _mm256_fmadd_ps(gv, v0, a20), a21 = _mm256_fmadd_ps(gv, v1, a21), a22 = _mm256_fmadd_ps(gv, v2, a22);
-    gv = _mm256_loadu_ps(g + 3 * gs + q);
-    a30 = _mm256_fmadd_ps(gv, v0, a30), a31 = _mm256_fmadd_ps(gv, v1, a31), a32 = _mm256_fmadd_ps(gv, v2, a32);
-  }
-  out[0][0] = hsum(a00), out[0][1] = hsum(a01), out[0][2] = hsum(a02);
-  out[1][0] = hsum(a10), out[1][1] = hsum(a11), out[1][2] = hsum(a12);
-  out[2][0] = hsum(a20), out[2][1] = hsum(a21), out[2][2] = hsum(a22);
-  out[3][0] = hsum(a30), out[3][1] = hsum(a31), out[3][2] = hsum(a32);
-}
-
-/* the same for one tap (the remainder when kk is not a multiple of 3) */
-static void wgrad_tile1(int64_t n, const float *g, int64_t gs, const float *x, float out[4]) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  for (int64_t q = 0; q < n; q += 8) {
-    __m256 v = _mm256_loadu_ps(x + q);
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(g + q), v, a0);
-    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(g + gs + q), v, a1);
-    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(g + 2 * gs + q), v, a2);
-    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(g + 3 * gs + q), v, a3);
-  }
-  out[0] = hsum(a0), out[1] = hsum(a1), out[2] = hsum(a2), out[3] = hsum(a3);
-}
 #endif
 
 void ds_cdir_forward(const ds_cdir *d, const float *x, int64_t xplane, int64_t xrow, const float *bias,
@@ -163,8 +121,8 @@ void ds_cdir_forward(const ds_cdir *d, const float *x, int64_t xplane, int64_t x
   float *xp = scratch, *yb = scratch + d->pad_size;
   pad_copy(d, x, xplane, xrow, xp);
   /* position blocks outside, channel tiles inside: a block's taps stay in L1 */
-  for (int64_t q = 0; q < d->qr; q += NR)
-    for (int t = 0; t < d->co4 / MR; t++)
+  for (int t = 0; t < d->co4 / MR; t++)
+    for (int64_t q = 0; q < d->qr; q += NR)
       fwd_tile(d->kk, d->wpack + t * d->kk * MR, xp + q, d->off, yb + t * MR * d->qr + q, d->qr);
   for (int o = 0; o < d->co; o++) {
     float bo = bias ? bias[o] : 0.0f;
@@ -208,28 +166,12 @@ float *ds_cdir_wide_grad(const ds_cdir *d, const float *gy, const float *yrelu, 
   return gw;
 }
 
+/* gw += G (co x q, the wide gradient) times T^T, where row k of T (kk x q) is the padded
+ * image read from tap k's offset: one contiguous copy per row, then one GEMM. (Dot
+ * products straight from the padded copy, without T, ran slower than OpenBLAS on it.) */
 void ds_cdir_wgrad(const ds_cdir *d, const float *x, float *gw, float *scratch) {
-#if CDIR_COMPILED
-  float *xp = scratch, *g = scratch + d->pad_size;
+  float *xp = scratch, *g = scratch + d->pad_size, *taps = g + d->co4 * d->gys;
   pad_copy(d, x, (int64_t)d->h * d->w, d->w, xp);
-  int64_t n = round_up(d->q, 8), k3 = d->kk - d->kk % 3;
-  for (int t = 0; t < d->co4 / MR; t++) {
-    const float *gt = g + t * MR * d->gys;
-    int rows = d->co - t * MR < MR ? d->co - t * MR : MR;
-    float *gwt = gw + (int64_t)t * MR * d->kk;
-    for (int64_t k = 0; k < k3; k += 3) {
-      float out[4][3];
-      wgrad_tile3(n, gt, d->gys, xp, d->off[k], d->off[k + 1], d->off[k + 2], out);
-      for (int r = 0; r < rows; r++)
-        gwt[r * d->kk + k] += out[r][0], gwt[r * d->kk + k + 1] += out[r][1], gwt[r * d->kk + k + 2] += out[r][2];
-    }
-    for (int64_t k = k3; k < d->kk; k++) {
-      float out[4];
-      wgrad_tile1(n, gt, d->gys, xp + d->off[k], out);
-      for (int r = 0; r < rows; r++) gwt[r * d->kk + k] += out[r];
-    }
-  }
-#else
-  (void)d, (void)x, (void)gw, (void)scratch;
-#endif
+  for (int64_t k = 0; k < d->kk; k++) memcpy(taps + k * d->q, xp + d->off[k], sizeof(float) * (size_t)d->q);
+  ds_gemm(0, 1, d->co, d->kk, d->q, 1.0f, g, d->gys, taps, d->q, 1.0f, gw, d->kk);
 }
