@@ -1,6 +1,5 @@
 /* Direct stride-1 convolution: AVX2/FMA kernels over a zero-padded image copy. */
 #include "conv_direct.h"
-#include "blas.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +12,8 @@
 
 #define MR 4  /* output channels per forward tile */
 #define NR 24 /* wide positions per forward tile (3 vectors) */
+#define WT 6  /* taps per weight-gradient tile */
+#define WC 16 /* output channels per weight-gradient tile (2 vectors) */
 
 static int enabled = 1;
 
@@ -44,7 +45,8 @@ int ds_cdir_init(ds_cdir *d, int c, int h, int w, int co, int kh, int kw, int ph
   d->plane = odd_lines((int64_t)d->hp * d->wp);
   d->pad_size = c * d->plane + d->wp + 64;
   d->q = (int64_t)d->oh * d->wp, d->qr = round_up(d->q, NR);
-  d->gys = odd_lines(round_up(d->q, 8));
+  d->co16 = (int)round_up(co, WC);
+  d->mplane = odd_lines((int64_t)d->oh * d->ow);
   d->off = malloc(sizeof(int) * (size_t)d->kk);
   if (!d->off) return -1;
   for (int ci = 0; ci < c; ci++)
@@ -74,7 +76,11 @@ void ds_cdir_free(ds_cdir *d) {
 }
 
 int64_t ds_cdir_forward_scratch(const ds_cdir *d) { return d->pad_size + d->co4 * d->qr; }
-int64_t ds_cdir_wgrad_scratch(const ds_cdir *d) { return d->pad_size + d->co4 * d->gys + d->kk * d->q; }
+/* padded copy, the gradient transposed (q x co16), the masked gradient (co x oh x ow),
+ * a zero row for the taps past kk */
+int64_t ds_cdir_wgrad_scratch(const ds_cdir *d) {
+  return d->pad_size + d->q * d->co16 + d->co * d->mplane + d->q + 8;
+}
 void ds_cdir_clear(float *scratch, int64_t n) { memset(scratch, 0, sizeof(float) * (size_t)n); }
 
 /* copies the interior rows of the image into the padded copy (padding stays zero) */
@@ -143,35 +149,84 @@ void ds_cdir_forward(const ds_cdir *d, const float *x, int64_t xplane, int64_t x
 #endif
 }
 
-float *ds_cdir_wide_grad(const ds_cdir *d, const float *gy, const float *yrelu, float *gb, float *scratch) {
-  float *gw = scratch + d->pad_size;
+const float *ds_cdir_grad_layouts(const ds_cdir *d, const float *gy, const float *yrelu, float *gb,
+                                  int transposed, float *scratch) {
+  float *gt = scratch + d->pad_size, *masked = gt + d->q * d->co16;
+  int64_t ohw = (int64_t)d->oh * d->ow;
   for (int o = 0; o < d->co; o++) {
-    double total = 0;
-    for (int r = 0; r < d->oh; r++) {
-      int64_t at = ((int64_t)o * d->oh + r) * d->ow;
-      const float *g = gy + at, *m = yrelu ? yrelu + at : NULL;
-      float *dst = gw + o * d->gys + (int64_t)r * d->wp, s = 0.0f;
-      if (m)
-        for (int k = 0; k < d->ow; k++) {
-          float v = m[k] > 0.0f ? g[k] : 0.0f;
-          dst[k] = v, s += v;
-        }
-      else
-        for (int k = 0; k < d->ow; k++) dst[k] = g[k], s += g[k];
-      for (int k = d->ow; k < d->wp; k++) dst[k] = 0.0f;
-      total += s;
-    }
-    if (gb) gb[o] += (float)total;
+    const float *g = gy + o * ohw, *m = yrelu ? yrelu + o * ohw : NULL;
+    float *mk = masked + o * d->mplane, s = 0.0f;
+    if (m)
+      for (int64_t k = 0; k < ohw; k++) {
+        float v = m[k] > 0.0f ? g[k] : 0.0f;
+        mk[k] = v, s += v;
+      }
+    else
+      for (int64_t k = 0; k < ohw; k++) mk[k] = g[k], s += g[k];
+    if (gb) gb[o] += s;
   }
-  return gw;
+  /* gt[q][o], written along o (strided reads are cheaper than strided writes) */
+  if (transposed)
+    for (int r = 0; r < d->oh; r++)
+      for (int k = 0; k < d->ow; k++) {
+        float *t = gt + ((int64_t)r * d->wp + k) * d->co16;
+        const float *src = masked + (int64_t)r * d->ow + k;
+        for (int o = 0; o < d->co; o++) t[o] = src[o * d->mplane];
+      }
+  return masked;
 }
 
-/* gw += G (co x q, the wide gradient) times T^T, where row k of T (kk x q) is the padded
- * image read from tap k's offset: one contiguous copy per row, then one GEMM. (Dot
- * products straight from the padded copy, without T, ran slower than OpenBLAS on it.) */
+#if CDIR_COMPILED
+/* out[r][0..16) = sum over valid wide positions q of x_r[q] * gt[q][0..16): six taps by
+ * sixteen channels in twelve accumulators, held over the whole image */
+__attribute__((noinline)) static void wgrad_tile(const float *const xr[WT], const float *gt, int64_t gts, int oh,
+                                                 int ow, int wp, float *out) {
+  __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
+  __m256 a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+  const float *x0 = xr[0], *x1 = xr[1], *x2 = xr[2], *x3 = xr[3], *x4 = xr[4], *x5 = xr[5];
+  for (int y = 0; y < oh; y++)
+    for (int64_t q = (int64_t)y * wp, end = q + ow; q < end; q++) {
+      const float *g = gt + q * gts;
+      __m256 g0 = _mm256_loadu_ps(g), g1 = _mm256_loadu_ps(g + 8);
+      __m256 v = _mm256_broadcast_ss(x0 + q);
+      a00 = _mm256_fmadd_ps(v, g0, a00), a01 = _mm256_fmadd_ps(v, g1, a01);
+      v = _mm256_broadcast_ss(x1 + q);
+      a10 = _mm256_fmadd_ps(v, g0, a10), a11 = _mm256_fmadd_ps(v, g1, a11);
+      v = _mm256_broadcast_ss(x2 + q);
+      a20 = _mm256_fmadd_ps(v, g0, a20), a21 = _mm256_fmadd_ps(v, g1, a21);
+      v = _mm256_broadcast_ss(x3 + q);
+      a30 = _mm256_fmadd_ps(v, g0, a30), a31 = _mm256_fmadd_ps(v, g1, a31);
+      v = _mm256_broadcast_ss(x4 + q);
+      a40 = _mm256_fmadd_ps(v, g0, a40), a41 = _mm256_fmadd_ps(v, g1, a41);
+      v = _mm256_broadcast_ss(x5 + q);
+      a50 = _mm256_fmadd_ps(v, g0, a50), a51 = _mm256_fmadd_ps(v, g1, a51);
+    }
+  _mm256_storeu_ps(out, a00), _mm256_storeu_ps(out + 8, a01), _mm256_storeu_ps(out + 16, a10);
+  _mm256_storeu_ps(out + 24, a11), _mm256_storeu_ps(out + 32, a20), _mm256_storeu_ps(out + 40, a21);
+  _mm256_storeu_ps(out + 48, a30), _mm256_storeu_ps(out + 56, a31), _mm256_storeu_ps(out + 64, a40);
+  _mm256_storeu_ps(out + 72, a41), _mm256_storeu_ps(out + 80, a50), _mm256_storeu_ps(out + 88, a51);
+}
+#endif
+
+/* gw[o][k] += sum over positions of gy[o] * (the padded image read from tap k's offset),
+ * in register tiles of 6 taps x 16 channels: no im2col, no packing */
 void ds_cdir_wgrad(const ds_cdir *d, const float *x, float *gw, float *scratch) {
-  float *xp = scratch, *g = scratch + d->pad_size, *taps = g + d->co4 * d->gys;
+#if CDIR_COMPILED
+  float *xp = scratch, *gt = scratch + d->pad_size;
+  const float *zero = gt + d->q * d->co16 + d->co * d->mplane; /* cleared, never written */
   pad_copy(d, x, (int64_t)d->h * d->w, d->w, xp);
-  for (int64_t k = 0; k < d->kk; k++) memcpy(taps + k * d->q, xp + d->off[k], sizeof(float) * (size_t)d->q);
-  ds_gemm(0, 1, d->co, d->kk, d->q, 1.0f, g, d->gys, taps, d->q, 1.0f, gw, d->kk);
+  for (int ct = 0; ct < d->co16 / WC; ct++) {
+    int cols = d->co - ct * WC < WC ? d->co - ct * WC : WC;
+    for (int64_t k0 = 0; k0 < d->kk; k0 += WT) {
+      const float *xr[WT];
+      for (int r = 0; r < WT; r++) xr[r] = k0 + r < d->kk ? xp + d->off[k0 + r] : zero;
+      float out[WT * WC];
+      wgrad_tile(xr, gt + ct * WC, d->co16, d->oh, d->ow, d->wp, out);
+      for (int r = 0; r < WT && k0 + r < d->kk; r++)
+        for (int c = 0; c < cols; c++) gw[(int64_t)(ct * WC + c) * d->kk + k0 + r] += out[r * WC + c];
+    }
+  }
+#else
+  (void)d, (void)x, (void)gw, (void)scratch;
+#endif
 }

@@ -6,9 +6,9 @@
  * stride is not a multiple of 4 KB (planes 4 KB apart would share L1 sets). Output
  * position (y, x) is computed at "wide" index q = y*wp + x, where tap (ci, i, j)
  * reads the padded copy at q + off[ci, i, j]; the columns x >= ow are discarded.
- * The same plan serves the weight gradient (tap rows dotted with the output
- * gradient laid out wide) and, built on the flipped kernel, the input gradient
- * as a full convolution of the output gradient. */
+ * The same plan serves the weight gradient (each tap's shifted image against the
+ * output gradient, in register tiles) and, built on the flipped kernel, the input
+ * gradient as a full convolution of the output gradient. */
 #ifndef DS_CONV_DIRECT_H
 #define DS_CONV_DIRECT_H
 
@@ -21,7 +21,8 @@ typedef struct ds_cdir {
   int64_t plane;   /* floats between channel planes of the padded copy */
   int64_t pad_size;/* floats of the padded copy, with slack for the last tile's reads */
   int64_t q, qr;   /* wide positions oh*wp, and rounded up to the 24-wide tile */
-  int64_t gys;     /* row stride of the wide output gradient (weight gradient) */
+  int co16;        /* co rounded up to the weight gradient's 16-channel tile */
+  int64_t mplane;  /* floats between planes of the masked output gradient */
   int *off;        /* kk tap offsets into the padded copy */
   float *wpack;    /* [co4/4][kk][4] packed weights (forward and input gradient) */
 } ds_cdir;
@@ -51,13 +52,15 @@ void ds_cdir_clear(float *scratch, int64_t n);
 void ds_cdir_forward(const ds_cdir *d, const float *x, int64_t xplane, int64_t xrow, const float *bias,
                      int relu, float *y, float *scratch);
 
-/* Lays the output gradient gy (co x oh x ow) out wide in scratch, masked by the
- * fused ReLU's output yrelu (NULL: none), adding its sums into gb (NULL: skipped);
- * returns the wide copy (planes ds_cdir.gys apart, rows wp apart), which
- * ds_cdir_wgrad reads and a flipped plan can take as its input. */
-float *ds_cdir_wide_grad(const ds_cdir *d, const float *gy, const float *yrelu, float *gb, float *scratch);
-/* gw (co x c*kh*kw) += this image's weight gradient, from x (compact c x h x w) and
- * the wide gradient ds_cdir_wide_grad returned in the same scratch. */
+/* Lays out this image's output gradient gy (co x oh x ow) for the backward pass: masked
+ * by the fused ReLU's output yrelu (NULL: none), its sums added into gb (NULL: skipped).
+ * With transposed, writes the transposed copy ds_cdir_wgrad reads. Returns the masked
+ * gradient (co planes of oh x ow, ds_cdir.mplane apart), which a flipped plan takes as
+ * its input. */
+const float *ds_cdir_grad_layouts(const ds_cdir *d, const float *gy, const float *yrelu, float *gb,
+                                  int transposed, float *scratch);
+/* gw (co x c*kh*kw) += this image's weight gradient, from x (compact c x h x w) and the
+ * layouts ds_cdir_grad_layouts wrote in the same scratch. */
 void ds_cdir_wgrad(const ds_cdir *d, const float *x, float *gw, float *scratch);
 
 #endif

@@ -146,10 +146,11 @@ static void direct_backward_range(const conv_job *j, int64_t lo, int64_t hi, flo
   ds_cdir_clear(scratch, own + (j->dir_gx ? ds_cdir_forward_scratch(j->dir_gx) : 0));
   for (int64_t i = lo; i < hi; i++) {
     int64_t at = i * j->co * j->ohw;
-    const float *wide = ds_cdir_wide_grad(j->dir, j->gy + at, j->yrelu ? j->yrelu + at : NULL, gb, scratch);
+    const float *g = ds_cdir_grad_layouts(j->dir, j->gy + at, j->yrelu ? j->yrelu + at : NULL, gb, gw != NULL,
+                                          scratch);
     if (gw) ds_cdir_wgrad(j->dir, j->x + i * j->c * j->h * j->w, gw, scratch);
-    if (j->dir_gx) /* a full convolution of the (wide) gradient with the flipped kernel */
-      ds_cdir_forward(j->dir_gx, wide, j->dir->gys, j->dir->wp, NULL, 0, j->gx + i * j->c * j->h * j->w, gx_scratch);
+    if (j->dir_gx) /* a full convolution of the gradient with the flipped kernel */
+      ds_cdir_forward(j->dir_gx, g, j->dir->mplane, j->ow, NULL, 0, j->gx + i * j->c * j->h * j->w, gx_scratch);
   }
 }
 
