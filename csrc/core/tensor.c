@@ -28,18 +28,18 @@ static ds_storage *storage_new(int64_t n, int zero) {
   ds_storage *s = malloc(sizeof *s);
   if (!s) return NULL;
   size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(float);
-  /* cache-line alignment for real arrays; small ones (scalars, loss terms, centres)
-   * take plain malloc: glibc's aligned path splits chunks and consolidates its bins,
-   * which made a scalar op cost microseconds */
-  if (bytes >= 4096) {
-    bytes = (bytes + 63) & ~(size_t)63; /* aligned_alloc wants a multiple */
-    s->data = aligned_alloc(64, bytes);
-  } else
-    s->data = malloc(bytes);
-  if (!s->data) {
+  /* cache-line alignment for real arrays, made by hand inside a plain malloc block:
+   * a block freed this step is then an exact fit for the same request next step.
+   * (aligned_alloc asks for size + alignment, so the hole a freed buffer left was
+   * always too small for its successor: the heap grew, and every large buffer was
+   * fresh pages, faulted in by the first write, until the holes coalesced.) */
+  size_t pad = bytes >= 4096 ? 64 : 0;
+  s->block = malloc(bytes + pad);
+  if (!s->block) {
     free(s);
     return NULL;
   }
+  s->data = (float *)(((uintptr_t)s->block + pad) & ~(uintptr_t)(pad ? pad - 1 : 0));
   if (zero) memset(s->data, 0, bytes);
   s->size = n;
   s->refcount = 1;
@@ -50,7 +50,7 @@ static ds_storage *storage_new(int64_t n, int zero) {
 static void storage_release(ds_storage *s) {
   if (s && --s->refcount == 0) {
     live_bytes -= s->size * (int64_t)sizeof(float);
-    free(s->data);
+    free(s->block);
     free(s);
   }
 }

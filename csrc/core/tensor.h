@@ -21,6 +21,7 @@
 
 typedef struct ds_storage {
   float *data;
+  void *block; /* what malloc returned (data is aligned within it) */
   int64_t size; /* elements */
   int refcount;
 } ds_storage;
