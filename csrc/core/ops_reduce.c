@@ -153,6 +153,7 @@ int ds_all_finite(ds_tensor *x) {
   const uint32_t *a = (const uint32_t *)ds_data(c);
   int64_t n = ds_numel(c);
   uint32_t bad = 0;
+#pragma omp parallel for simd schedule(static) reduction(| : bad) if (n >= (1 << 17))
   for (int64_t i = 0; i < n; i++) bad |= ((a[i] & 0x7f800000u) == 0x7f800000u);
   ds_release(c);
   return !bad;
