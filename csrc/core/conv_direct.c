@@ -81,7 +81,6 @@ int64_t ds_cdir_forward_scratch(const ds_cdir *d) { return d->pad_size + d->co4 
 int64_t ds_cdir_wgrad_scratch(const ds_cdir *d) {
   return d->pad_size + d->q * d->co16 + d->co * d->mplane + d->q + 8;
 }
-void ds_cdir_clear(float *scratch, int64_t n) { memset(scratch, 0, sizeof(float) * (size_t)n); }
 
 /* copies the interior rows of the image into the padded copy (padding stays zero) */
 static void pad_copy(const ds_cdir *d, const float *x, int64_t xplane, int64_t xrow, float *xp) {

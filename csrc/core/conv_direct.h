@@ -41,11 +41,10 @@ int ds_cdir_init(ds_cdir *d, int c, int h, int w, int co, int kh, int kw, int ph
                  int flip);
 void ds_cdir_free(ds_cdir *d);
 
-/* Per-thread scratch sizes (floats). Clear it with ds_cdir_clear before the first
+/* Per-thread scratch sizes (floats). The scratch must be zeroed before the first
  * image: padding and slack stay zero, later images overwrite only the interior. */
 int64_t ds_cdir_forward_scratch(const ds_cdir *d);
 int64_t ds_cdir_wgrad_scratch(const ds_cdir *d);
-void ds_cdir_clear(float *scratch, int64_t n);
 
 /* y (co x oh x ow, compact) = conv(x) + bias, then ReLU when relu. x's rows have
  * stride xrow and its channel planes stride xplane. */

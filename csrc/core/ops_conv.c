@@ -105,10 +105,9 @@ typedef struct conv_job {
   const ds_cdir *dir, *dir_gx; /* direct path: the layer's plan, the input gradient's */
 } conv_job;
 
-/* Direct path: each thread clears its scratch once, then runs image by image. */
+/* Direct path: the scratch comes zeroed (padding and slack stay so). */
 static void direct_forward_range(const conv_job *j, int64_t lo, int64_t hi, float *scratch, int t, void *ctx) {
   (void)t, (void)ctx;
-  ds_cdir_clear(scratch, ds_cdir_forward_scratch(j->dir));
   for (int64_t i = lo; i < hi; i++)
     ds_cdir_forward(j->dir, j->x + i * j->c * j->h * j->w, j->h * j->w, j->w, j->bias, j->relu,
                     j->y + i * j->co * j->ohw, scratch);
@@ -143,7 +142,6 @@ static void direct_backward_range(const conv_job *j, int64_t lo, int64_t hi, flo
   float *gw = sl->gw ? sl->gw + t * sl->wsize : NULL, *gb = sl->gb ? sl->gb + t * j->co : NULL;
   int64_t own = ds_cdir_wgrad_scratch(j->dir);
   float *gx_scratch = scratch + own;
-  ds_cdir_clear(scratch, own + (j->dir_gx ? ds_cdir_forward_scratch(j->dir_gx) : 0));
   for (int64_t i = lo; i < hi; i++) {
     int64_t at = i * j->co * j->ohw;
     const float *g = ds_cdir_grad_layouts(j->dir, j->gy + at, j->yrelu ? j->yrelu + at : NULL, gb, gw != NULL,
@@ -189,20 +187,24 @@ static void conv_backward_range(const conv_job *j, int64_t lo, int64_t hi, float
 
 static int thread_id(void);
 
-/* Runs fn on one contiguous range of images per thread, each with its own im2col
- * buffer and single-threaded GEMMs; returns nonzero when a buffer could not be had. */
+/* Runs fn on the batch, image by image, handed out to the threads as they come free
+ * (a fixed half each left one core waiting whenever the other was slowed); each thread
+ * has its own zeroed buffer and single-threaded GEMMs. Returns nonzero when a buffer
+ * could not be had (that thread's images are then not done). */
 typedef void (*conv_range_fn)(const conv_job *j, int64_t lo, int64_t hi, float *col, int t, void *ctx);
 static int run_parallel(const conv_job *j, int nt, conv_range_fn fn, void *ctx) {
   int failed = 0, saved = ds_blas_serial_begin();
 #pragma omp parallel num_threads(nt)
   {
     int t = thread_id();
-    float *col = malloc(sizeof(float) * (size_t)(j->col_size + (j->yrelu ? j->co * j->ohw : 0) + 1));
-    if (col) fn(j, j->n * t / nt, j->n * (t + 1) / nt, col, t, ctx);
-    else {
+    float *col = calloc((size_t)(j->col_size + (j->yrelu ? j->co * j->ohw : 0) + 1), sizeof(float));
+    if (!col) {
 #pragma omp atomic write
       failed = 1;
     }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < j->n; i++)
+      if (col) fn(j, i, i + 1, col, t, ctx);
     free(col);
   }
   ds_blas_serial_end(saved);
