@@ -87,15 +87,17 @@ int ds_wm_pull_vg(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *map, 
       memset(ds_data(rh) + i * m, 0, sizeof(float) * (size_t)m);
       continue;
     }
-    const float *hi = ds_data(h) + i * m, *cr = ds_data(c) + r * m;
-    float *ghi = ds_data(rh) + i * m, *gcr = ds_data(rc) + r * m;
-#pragma omp simd reduction(+ : acc)
+    const float *restrict hi = ds_data(h) + i * m, *restrict cr = ds_data(c) + r * m;
+    float *restrict ghi = ds_data(rh) + i * m, *restrict gcr = ds_data(rc) + r * m;
+    float row = 0.0f; /* a row's sum in float lanes, the batch's in double */
+#pragma omp simd reduction(+ : row)
     for (int64_t k = 0; k < m; k++) {
       float e = hi[k] - cr[k], d = g * e;
-      acc += (double)e * (double)e;
+      row += e * e;
       ghi[k] = d;
       gcr[k] -= d;
     }
+    acc += row;
   }
   if (value) *value = 0.5 * acc;
   *gh = rh;
@@ -182,14 +184,26 @@ static int check_centres(const char *op, ds_tensor *c, ds_tensor *y) {
 
 /* nearest other centre of every centre (ties: the lowest index) */
 static void nearest_others(const float *c, int64_t k, int64_t m, int64_t *near) {
-  for (int64_t a = 0; a < k; a++) {
-    double best = INFINITY;
-    for (int64_t o = 0; o < k; o++) {
-      if (o == a) continue;
-      double d = sqdist(c + a * m, c + o * m, m);
-      if (d < best) best = d, near[a] = o;
+  double *best = malloc(sizeof *best * (size_t)(k + 1));
+  if (!best) { /* the plain double loop, without the scratch */
+    for (int64_t a = 0; a < k; a++) {
+      double b = INFINITY;
+      for (int64_t o = 0; o < k; o++)
+        if (o != a) {
+          double d = sqdist(c + a * m, c + o * m, m);
+          if (d < b) b = d, near[a] = o;
+        }
     }
+    return;
   }
+  for (int64_t a = 0; a < k; a++) best[a] = INFINITY;
+  for (int64_t a = 0; a < k; a++) /* each pair once; ties keep the lower index, as before */
+    for (int64_t o = a + 1; o < k; o++) {
+      double d = sqdist(c + a * m, c + o * m, m);
+      if (d < best[a]) best[a] = d, near[a] = o;
+      if (d < best[o]) best[o] = d, near[o] = a;
+    }
+  free(best);
 }
 
 /* The batch term depends only on each sample's centre: count the samples per centre
