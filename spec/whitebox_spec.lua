@@ -81,6 +81,37 @@ describe("white-box watermark", function()
       -- no target-class row in the batch: zero loss and gradients
       local none = L.paper(ds.randn(2, 4), ds.tensor{1, 3}, mu, a, b, map, l1, l2)
       assert.equal(0, none:item())
+
+      -- fan-out: the regularizer's gradient meets others on the same activations (the
+      -- sums are made in place when a buffer is the backward's own), in either order
+      local function fan(order)
+        local x, c = h0:clone():requires_grad(), c0:clone():requires_grad()
+        local h = x * 1
+        local reg = L.reference(h, y, c, a, b, targets, l1, l2)
+        local other = (h * h):sum() + (h * 3):sum()
+        local total = order == 1 and reg + other or other + reg
+        total:backward()
+        return x.grad, c.grad
+      end
+      local gh_only
+      do
+        local h = h0:clone():requires_grad()
+        L.reference(h, y, c0, a, b, targets, l1, l2):backward()
+        gh_only = h.grad
+      end
+      local want = gh_only + h0 * 2 + 3
+      for order = 1, 2 do
+        local gx = fan(order)
+        assert.is_true((gx - want):abs():max():item() < 1e-4, "order " .. order)
+      end
+      -- a leaf's gradient is never summed in place: one held before a second backward keeps its value
+      local x = h0:clone():requires_grad()
+      L.reference(x, y, c0, a, b, targets, l1, l2):backward()
+      local first = x.grad
+      local snapshot = first:clone()
+      L.reference(x, y, c0, a, b, targets, l1, l2):backward()
+      assert.is_true((first - snapshot):abs():max():item() == 0)
+      assert.is_true((x.grad - snapshot * 2):abs():max():item() < 1e-5)
     end)
 
     it("compute the reference formulas", function()

@@ -207,36 +207,45 @@ static void nearest_others(const float *c, int64_t k, int64_t m, int64_t *near) 
 }
 
 /* The batch term depends only on each sample's centre: count the samples per centre
- * and evaluate every centre's pair once. counts: k entries; NULL when out of memory. */
-static int64_t *separation_setup(const float *c, ds_tensor *y, int64_t k, int64_t m, int64_t **near) {
-  int64_t *counts = calloc((size_t)(2 * k), sizeof *counts);
-  if (!counts) return NULL;
-  *near = counts + k;
-  nearest_others(c, k, m, *near);
-  for (int64_t i = 0; i < y->shape[0]; i++) counts[(int64_t)ds_data(y)[i]]++;
-  return counts;
-}
-
-ds_tensor *ds_wm_separation(ds_tensor *c, ds_tensor *y) {
-  if (check_centres("wm_separation", c, y)) return NULL;
-  int64_t k = c->shape[0], m = c->shape[1], b = y->shape[0], *near;
-  const float *pc = ds_data(c);
-  int64_t *counts = separation_setup(pc, y, k, m, &near);
-  if (!counts) {
-    ds_error("wm_separation: out of memory");
-    return NULL;
-  }
+ * and evaluate every centre's pair once. Adds g times the gradient into gc (k x m,
+ * may be NULL) and stores the value; -1 when out of memory. */
+static int separation_acc(const float *pc, ds_tensor *y, int64_t k, int64_t m, float g, float *gc, double *value) {
+  int64_t buf[64], *counts = 2 * k <= 64 ? buf : malloc(sizeof(int64_t) * (size_t)(2 * k));
+  if (!counts) return -1;
+  int64_t *near = counts + k, b = y->shape[0];
+  memset(counts, 0, sizeof(int64_t) * (size_t)k);
+  nearest_others(pc, k, m, near);
+  for (int64_t i = 0; i < b; i++) counts[(int64_t)ds_data(y)[i]]++;
   double acc = 0;
   for (int64_t u = 0; u < k; u++) {
     if (!counts[u]) continue;
     int64_t v = near[u];
-    acc += (double)counts[u] * (dot(pc + u * m, pc + v * m, m) - 1) * sqdist(pc + u * m, pc + v * m, m);
+    double s = dot(pc + u * m, pc + v * m, m), d = sqdist(pc + u * m, pc + v * m, m);
+    acc += (double)counts[u] * (s - 1) * d;
+    if (!gc) continue;
+    /* d/du = v d + (s - 1) 2 (u - v); d/dv = u d - (s - 1) 2 (u - v), with the nearest fixed */
+    float scale = (float)counts[u] * g / (float)b;
+    for (int64_t j = 0; j < m; j++) {
+      float cu = pc[u * m + j], cv = pc[v * m + j], diff = cu - cv;
+      gc[u * m + j] += scale * (float)(cv * d + (s - 1) * 2 * diff);
+      gc[v * m + j] += scale * (float)(cu * d - (s - 1) * 2 * diff);
+    }
   }
-  free(counts);
-  return ds_scalar_tensor(b ? (float)(acc / (double)b) : 0.0f);
+  if (counts != buf) free(counts);
+  *value = b ? acc / (double)b : 0.0;
+  return 0;
 }
 
-/* d/du = v d + (s - 1) 2 (u - v); d/dv = u d - (s - 1) 2 (u - v), with the nearest fixed */
+ds_tensor *ds_wm_separation(ds_tensor *c, ds_tensor *y) {
+  if (check_centres("wm_separation", c, y)) return NULL;
+  double v;
+  if (separation_acc(ds_data(c), y, c->shape[0], c->shape[1], 0.0f, NULL, &v)) {
+    ds_error("wm_separation: out of memory");
+    return NULL;
+  }
+  return ds_scalar_tensor((float)v);
+}
+
 ds_tensor *ds_wm_separation_backward(ds_tensor *c, ds_tensor *y, float g) {
   ds_tensor *gc = NULL;
   ds_wm_separation_vg(c, y, g, NULL, &gc);
@@ -245,57 +254,55 @@ ds_tensor *ds_wm_separation_backward(ds_tensor *c, ds_tensor *y, float g) {
 
 int ds_wm_separation_vg(ds_tensor *c, ds_tensor *y, float g, double *value, ds_tensor **out) {
   if (check_centres("wm_separation", c, y)) return DS_EFAIL;
-  double acc = 0;
-  int64_t k = c->shape[0], m = c->shape[1], b = y->shape[0], *near = NULL;
-  const float *pc = ds_data(c);
   ds_tensor *gc = ds_tensor_new(2, c->shape);
-  int64_t *counts = gc ? separation_setup(pc, y, k, m, &near) : NULL;
-  if (!counts) {
+  if (!gc) return DS_EFAIL;
+  double v;
+  if (separation_acc(ds_data(c), y, c->shape[0], c->shape[1], g, ds_data(gc), &v)) {
     ds_release(gc);
     return ds_error("wm_separation: out of memory");
   }
-  float *pg = ds_data(gc);
-  for (int64_t u = 0; u < k; u++) {
-    if (!counts[u]) continue;
-    int64_t v = near[u];
-    double s = dot(pc + u * m, pc + v * m, m), d = sqdist(pc + u * m, pc + v * m, m);
-    acc += (double)counts[u] * (s - 1) * d;
-    float scale = (float)counts[u] * g / (float)b;
-    for (int64_t j = 0; j < m; j++) {
-      float cu = pc[u * m + j], cv = pc[v * m + j], diff = cu - cv;
-      pg[u * m + j] += scale * (float)(cv * d + (s - 1) * 2 * diff);
-      pg[v * m + j] += scale * (float)(cu * d - (s - 1) * 2 * diff);
-    }
-  }
-  free(counts);
-  if (value) *value = b ? acc / (double)b : 0.0;
+  if (value) *value = v;
   *out = gc;
   return DS_OK;
 }
 
-ds_tensor *ds_wm_unit_norm(ds_tensor *c) {
-  if (check_centres("wm_unit_norm", c, NULL)) return NULL;
-  int64_t k = c->shape[0], m = c->shape[1];
+/* sum_k |1 - ||c_k||^2|; adds g times its gradient into gc when not NULL */
+static double unit_norm_acc(const float *c, int64_t k, int64_t m, float g, float *gc) {
   double acc = 0;
   for (int64_t a = 0; a < k; a++) {
-    double n2 = dot(ds_data(c) + a * m, ds_data(c) + a * m, m);
+    const float *ca = c + a * m;
+    double n2 = dot(ca, ca, m);
     acc += fabs(1 - n2);
+    if (!gc) continue;
+    float sgn = n2 > 1 ? 1.0f : (n2 < 1 ? -1.0f : 0.0f), f = g * sgn * 2;
+    for (int64_t j = 0; j < m; j++) gc[a * m + j] += f * ca[j];
   }
-  return ds_scalar_tensor((float)acc);
+  return acc;
+}
+
+ds_tensor *ds_wm_unit_norm(ds_tensor *c) {
+  if (check_centres("wm_unit_norm", c, NULL)) return NULL;
+  return ds_scalar_tensor((float)unit_norm_acc(ds_data(c), c->shape[0], c->shape[1], 0.0f, NULL));
 }
 
 ds_tensor *ds_wm_unit_norm_backward(ds_tensor *c, float g) {
   if (check_centres("wm_unit_norm", c, NULL)) return NULL;
-  int64_t k = c->shape[0], m = c->shape[1];
   ds_tensor *gc = ds_tensor_new(2, c->shape);
-  if (!gc) return NULL;
-  for (int64_t a = 0; a < k; a++) {
-    const float *ca = ds_data(c) + a * m;
-    double n2 = dot(ca, ca, m);
-    float sgn = n2 > 1 ? 1.0f : (n2 < 1 ? -1.0f : 0.0f);
-    for (int64_t j = 0; j < m; j++) ds_data(gc)[a * m + j] = g * sgn * 2 * ca[j];
-  }
+  if (gc) unit_norm_acc(ds_data(c), c->shape[0], c->shape[1], g, ds_data(gc));
   return gc;
+}
+
+int ds_wm_unit_norm_vg(ds_tensor *c, float g, double *value, float *gc) {
+  if (check_centres("wm_unit_norm", c, NULL)) return DS_EFAIL;
+  *value = unit_norm_acc(ds_data(c), c->shape[0], c->shape[1], g, gc);
+  return DS_OK;
+}
+
+int ds_wm_separation_acc(ds_tensor *c, ds_tensor *y, float g, double *value, float *gc) {
+  if (check_centres("wm_separation", c, y)) return DS_EFAIL;
+  if (separation_acc(ds_data(c), y, c->shape[0], c->shape[1], g, gc, value))
+    return ds_error("wm_separation: out of memory");
+  return DS_OK;
 }
 
 static int check_projection(ds_tensor *mu, ds_tensor *a, ds_tensor *b) {
@@ -307,26 +314,49 @@ static int check_projection(ds_tensor *mu, ds_tensor *a, ds_tensor *b) {
   return DS_OK;
 }
 
-/* z = mu A (s x N) */
-static ds_tensor *logits_of(ds_tensor *mu, ds_tensor *a) {
-  ds_tensor *z = ds_tensor_empty(2, (int64_t[]){mu->shape[0], a->shape[1]});
-  if (z)
-    ds_gemm(0, 0, mu->shape[0], a->shape[1], mu->shape[1], 1.0f, ds_data(mu), mu->shape[1], ds_data(a), a->shape[1],
-            0.0f, ds_data(z), a->shape[1]);
-  return z;
+/* One row of the projection loss: z = mu_row A (N logits), the BCE of the bits b_row,
+ * and, when grow is not NULL, g (sigmoid(z) - b) A^T added into grow. */
+static double projection_row(const float *mu, const float *a, const float *b, int64_t m, int64_t n, float g,
+                             float *grow) {
+  float zbuf[256], *z = n <= 256 ? zbuf : malloc(sizeof(float) * (size_t)n);
+  if (!z) return NAN;
+  for (int64_t j = 0; j < n; j++) z[j] = 0.0f;
+  for (int64_t i = 0; i < m; i++) {
+    const float *ai = a + i * n;
+    float mi = mu[i];
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) z[j] += mi * ai[j];
+  }
+  double acc = 0;
+  for (int64_t j = 0; j < n; j++) { /* BCE with logits: softplus(z) - b z, in double */
+    float v = z[j];
+    double dv = v, t = b[j];
+    acc += (dv > 0 ? dv + log1p(exp(-dv)) : log1p(exp(dv))) - t * dv;
+    float sg = v >= 0 ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v));
+    z[j] = g * (sg - b[j]);
+  }
+  if (grow)
+    for (int64_t i = 0; i < m; i++) {
+      const float *ai = a + i * n;
+      float d = 0.0f;
+#pragma omp simd reduction(+ : d)
+      for (int64_t j = 0; j < n; j++) d += z[j] * ai[j];
+      grow[i] += d;
+    }
+  if (z != zbuf) free(z);
+  return acc;
 }
 
 ds_tensor *ds_wm_projection(ds_tensor *mu, ds_tensor *a, ds_tensor *b) {
   if (check_projection(mu, a, b)) return NULL;
-  ds_tensor *z = logits_of(mu, a);
-  if (!z) return NULL;
-  int64_t n = ds_numel(z);
   double acc = 0;
-  for (int64_t i = 0; i < n; i++) { /* BCE with logits: softplus(z) - b z */
-    double v = ds_data(z)[i], t = ds_data(b)[i];
-    acc += (v > 0 ? v + log1p(exp(-v)) : log1p(exp(v))) - t * v;
+  for (int64_t r = 0; r < mu->shape[0]; r++)
+    acc += projection_row(ds_data(mu) + r * mu->shape[1], ds_data(a), ds_data(b) + r * a->shape[1], mu->shape[1],
+                          a->shape[1], 0.0f, NULL);
+  if (acc != acc) {
+    ds_error("wm_projection: out of memory");
+    return NULL;
   }
-  ds_release(z);
   return ds_scalar_tensor((float)acc);
 }
 
@@ -339,24 +369,32 @@ ds_tensor *ds_wm_projection_backward(ds_tensor *mu, ds_tensor *a, ds_tensor *b, 
 
 int ds_wm_projection_vg(ds_tensor *mu, ds_tensor *a, ds_tensor *b, float g, double *value, ds_tensor **out) {
   if (check_projection(mu, a, b)) return DS_EFAIL;
-  ds_tensor *z = logits_of(mu, a), *gm = z ? ds_tensor_empty(2, mu->shape) : NULL;
-  if (!gm) {
-    ds_release(z);
-    return DS_EFAIL;
-  }
-  int64_t n = ds_numel(z);
+  ds_tensor *gm = ds_tensor_new(2, mu->shape);
+  if (!gm) return DS_EFAIL;
   double acc = 0;
-  for (int64_t i = 0; i < n; i++) {
-    float v = ds_data(z)[i];
-    double dv = v, t = ds_data(b)[i];
-    acc += (dv > 0 ? dv + log1p(exp(-dv)) : log1p(exp(dv))) - t * dv;
-    float s = v >= 0 ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v));
-    ds_data(z)[i] = g * (s - ds_data(b)[i]);
+  for (int64_t r = 0; r < mu->shape[0]; r++)
+    acc += projection_row(ds_data(mu) + r * mu->shape[1], ds_data(a), ds_data(b) + r * a->shape[1], mu->shape[1],
+                          a->shape[1], g, ds_data(gm) + r * mu->shape[1]);
+  if (acc != acc) {
+    ds_release(gm);
+    return ds_error("wm_projection: out of memory");
   }
-  ds_gemm(0, 1, mu->shape[0], mu->shape[1], a->shape[1], 1.0f, ds_data(z), a->shape[1], ds_data(a), a->shape[1], 0.0f,
-          ds_data(gm), mu->shape[1]);
-  ds_release(z);
   if (value) *value = acc;
   *out = gm;
+  return DS_OK;
+}
+
+int ds_wm_projection_rows_acc(ds_tensor *c, ds_tensor *a, ds_tensor *b, const int64_t *crow, const int64_t *brow,
+                              int64_t n, float g, double *value, float *gc) {
+  if (c->ndim != 2 || a->ndim != 2 || b->ndim != 2 || c->shape[1] != a->shape[0] || b->shape[1] != a->shape[1] ||
+      !ds_is_contiguous(c) || !ds_is_contiguous(a) || !ds_is_contiguous(b))
+    return ds_error("wm_projection: size mismatch");
+  int64_t m = c->shape[1], nb = a->shape[1];
+  double acc = 0;
+  for (int64_t r = 0; r < n; r++)
+    acc += projection_row(ds_data(c) + crow[r] * m, ds_data(a), ds_data(b) + brow[r] * nb, m, nb, g,
+                          gc ? gc + crow[r] * m : NULL);
+  if (acc != acc) return ds_error("wm_projection: out of memory");
+  *value = acc;
   return DS_OK;
 }

@@ -42,6 +42,14 @@ int ds_wm_push_vg(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *row_o
 int ds_wm_separation_vg(ds_tensor *c, ds_tensor *y, float g, double *value, ds_tensor **gc);
 int ds_wm_projection_vg(ds_tensor *m, ds_tensor *a, ds_tensor *b, float g, double *value, ds_tensor **gm);
 
+/* The same adding g times the gradient into a caller's buffer (the fused op's): the
+ * centres' separation and unit norm (gc: K x M), and the projection of rows crow of
+ * c with bit rows brow of b (n of each; gc rows crow). */
+int ds_wm_separation_acc(ds_tensor *c, ds_tensor *y, float g, double *value, float *gc);
+int ds_wm_unit_norm_vg(ds_tensor *c, float g, double *value, float *gc);
+int ds_wm_projection_rows_acc(ds_tensor *c, ds_tensor *a, ds_tensor *b, const int64_t *crow, const int64_t *brow,
+                              int64_t n, float g, double *value, float *gc);
+
 /* Each variant's whole regularizer in one op (ops_watermark_loss.c): its value and
  * its gradients in one pass, built from the kernels above. Reference:
  * l1 (pull + separation + unit_norm)(h, y, c) + l2 projection of the centres of the

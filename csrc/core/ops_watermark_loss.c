@@ -8,8 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static float item(ds_tensor *t) { return ds_data(t)[0]; }
-
 /* rows of x listed in idx (0-based) as a new tensor; n may be 0 -> NULL without error */
 static ds_tensor *rows(ds_tensor *x, const int64_t *idx, int64_t n) { return n ? ds_index_select(x, idx, n) : NULL; }
 
@@ -54,28 +52,22 @@ static int check_reference(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *
 int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b, const int64_t *targets,
                          int64_t s, float l1, float l2, float *value, ds_tensor **gh, ds_tensor **gc) {
   if (check_reference(h, y, c, a, b, targets, s)) return DS_EFAIL;
-  int64_t *crow = malloc(sizeof *crow * (size_t)(2 * s + 1)), *brow = crow + s;
+  int64_t buf[64], *crow = 2 * s + 1 <= 64 ? buf : malloc(sizeof *crow * (size_t)(2 * s + 1)), *brow;
   if (!crow) return ds_error("wm_reference_loss: out of memory");
-  int64_t np = present_targets(y, targets, s, crow, brow), m = c->shape[1];
-  double pull = 0, sep = 0, proj = 0;
-  ds_tensor *rh = NULL, *rc = NULL, *gsep = NULL, *gun = NULL, *un = NULL, *ct = NULL, *bt = NULL, *gct = NULL;
+  brow = crow + s;
+  int64_t np = present_targets(y, targets, s, crow, brow);
+  double pull = 0, sep = 0, un = 0, proj = 0;
+  ds_tensor *rh = NULL, *rc = NULL;
+  /* every term adds its gradient straight into the centres' gradient from the pull */
   int fail = ds_wm_pull_vg(h, y, c, NULL, c->shape[0], l1, &pull, &rh, &rc) ||
-             ds_wm_separation_vg(c, y, l1, &sep, &gsep) || !(gun = ds_wm_unit_norm_backward(c, l1)) ||
-             !(un = ds_wm_unit_norm(c));
-  if (!fail && np)
-    fail = !(ct = rows(c, crow, np)) || !(bt = rows(b, brow, np)) || ds_wm_projection_vg(ct, a, bt, l2, &proj, &gct);
+             ds_wm_separation_acc(c, y, l1, &sep, ds_data(rc)) || ds_wm_unit_norm_vg(c, l1, &un, ds_data(rc)) ||
+             (np && ds_wm_projection_rows_acc(c, a, b, crow, brow, np, l2, &proj, ds_data(rc)));
   if (!fail) {
-    float *restrict pc = ds_data(rc);
-    const float *restrict ps = ds_data(gsep), *restrict pu = ds_data(gun);
-    int64_t n = ds_numel(rc);
-    for (int64_t k = 0; k < n; k++) pc[k] += ps[k] + pu[k];
-    if (np) scatter_add(pc, ds_data(gct), crow, np, m, 1.0f);
-    *value = (float)(l1 * (pull + sep + item(un)) + l2 * proj);
+    *value = (float)(l1 * (pull + sep + un) + l2 * proj);
     *gh = rh, *gc = rc;
   } else
     ds_release(rh), ds_release(rc);
-  ds_release(gsep), ds_release(gun), ds_release(un), ds_release(ct), ds_release(bt), ds_release(gct);
-  free(crow);
+  if (crow != buf) free(crow);
   return fail ? DS_EFAIL : DS_OK;
 }
 

@@ -96,6 +96,11 @@ local function topo_order(root)
   return order
 end
 
+-- Gradients that nothing else holds (a fused op's own result, a sum made here): a
+-- further contribution to the same tensor is added into them in place, saving a
+-- buffer and a pass. Weak keys: an entry goes with its tensor.
+A.fresh = setmetatable({}, {__mode = "k"})
+
 function A.backward(root, grad, retain_graph)
   local ru = getuv(root)
   if not (ru and (ru.node or ru.requires_grad)) then
@@ -147,7 +152,19 @@ function A.backward(root, grad, retain_graph)
           local xu = getuv(x)
           if xu.node then
             local prev = grads[x]
-            grads[x] = prev and core.binary("add", prev, gi) or own(gi)
+            if prev == nil then
+              grads[x] = own(gi)
+            elseif A.fresh[prev] and core.is_contiguous(prev) then -- ours alone: add in place
+              core.binary_("add", prev, prev, gi)
+            elseif A.fresh[gi] and not handed[gi] and core.is_contiguous(gi) then
+              core.binary_("add", gi, gi, prev)
+              handed[gi] = true
+              grads[x] = gi
+            else
+              local sum = core.binary("add", prev, gi)
+              A.fresh[sum], handed[sum] = true, true
+              grads[x] = sum
+            end
           else
             to_leaf(xu, gi)
           end

@@ -46,7 +46,11 @@ local function fused(v, inputs, g1, g2)
   return record(v, inputs, function(g)
     local s = core.item(g)
     -- a second backward (retain_graph) gets copies: the first pair may now be someone's .grad
-    if s == 1 and not used then used = true; return g1, g2 end
+    if s == 1 and not used then
+      used = true
+      A.fresh[g1], A.fresh[g2] = true, true -- handed on once, held by nothing else
+      return g1, g2
+    end
     return core.binary("mul", g1, s), core.binary("mul", g2, s)
   end)
 end
