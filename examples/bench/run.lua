@@ -133,7 +133,7 @@ for _, variant in ipairs {"none (plain vs plain)", "reference", "paper"} do
   key = wb.keygen{model = marked, layer = "fc2", data = sub, bits = 32, targets = {0}, seed = 1,
     variant = control and "paper" or variant}
   local reg = key:regularizer()
-  local epochs = opts.quick and 1 or 2
+  local epochs = opts.quick and 1 or 3
   local secs = lockstep {
     function() ds.train{model = plain, data = sub, epochs = epochs, progress = false, loss = yielding_loss} end,
     function() ds.train{model = marked, data = sub, epochs = epochs, progress = false, loss = yielding_loss,
