@@ -2,6 +2,7 @@
 #include "error.h"
 #include "iter.h"
 #include "ops.h"
+#include "parallel.h"
 #include <math.h>
 #include <string.h>
 
@@ -132,6 +133,47 @@ ds_tensor *ds_unary(int op, ds_tensor *x, float p) {
   return out;
 }
 
+typedef struct {
+  int op;
+  float q;
+  const float *a, *g, *o; /* input, incoming gradient, forward output (or NULL) */
+  float *r;
+} unary_grad_ctx;
+
+/* r = g * d(op)/dx over [lo, hi): one loop per op, so that each vectorises */
+static void unary_grad_range(void *ctx, int64_t lo, int64_t hi) {
+  const unary_grad_ctx *c = ctx;
+  const float *restrict a = c->a, *restrict g = c->g, *restrict o = c->o;
+  float *restrict r = c->r;
+  const float q = c->q;
+#define GRAD_LOOP(expr)                                                                                            \
+  _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) {                                                                              \
+    float v = a[i];                                                                                                \
+    (void)v;                                                                                                       \
+    r[i] = g[i] * (expr);                                                                                          \
+  }
+  switch (c->op) {
+  case DS_NEG: GRAD_LOOP(-1.0f); break;
+  case DS_EXP: if (o) GRAD_LOOP(o[i]) else GRAD_LOOP(expf(v)) break;
+  case DS_LOG: GRAD_LOOP(1.0f / v); break;
+  case DS_SQRT: if (o) GRAD_LOOP(0.5f / o[i]) else GRAD_LOOP(0.5f / sqrtf(v)) break;
+  case DS_POW: GRAD_LOOP(q * powf(v, q - 1)); break;
+  case DS_ABS: GRAD_LOOP((float)((v > 0) - (v < 0))); break;
+  case DS_RELU: /* a select, as PyTorch's threshold_backward: 0 where x <= 0 */
+    _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) r[i] = a[i] > 0 ? g[i] : 0.0f;
+    break;
+  case DS_SIGMOID:
+    if (o) GRAD_LOOP(o[i] * (1 - o[i])) else GRAD_LOOP(sigmoidf(v) * (1 - sigmoidf(v)))
+    break;
+  case DS_TANH: if (o) GRAD_LOOP(1 - o[i] * o[i]) else GRAD_LOOP(1 - tanhf(v) * tanhf(v)) break;
+  case DS_SQUARE: GRAD_LOOP(2 * v); break;
+  case DS_CLAMP_MIN: _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) r[i] = a[i] >= q ? g[i] : 0.0f; break;
+  case DS_CLAMP_MAX: _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) r[i] = a[i] <= q ? g[i] : 0.0f; break;
+  default: GRAD_LOOP(0.0f); break; /* sign, round */
+  }
+#undef GRAD_LOOP
+}
+
 ds_tensor *ds_unary_backward(int op, ds_tensor *x, ds_tensor *y, ds_tensor *gy, float q) {
   char s1[128], s2[128];
   if (!ds_same_shape(x, gy)) {
@@ -146,29 +188,8 @@ ds_tensor *ds_unary_backward(int op, ds_tensor *x, ds_tensor *y, ds_tensor *gy, 
     gx = NULL;
     goto done;
   }
-  int64_t n = ds_numel(x);
-  const float *a = ds_data(cx), *g = ds_data(cg), *o = cy ? ds_data(cy) : NULL;
-  float *r = ds_data(gx);
-#pragma omp parallel for schedule(static) if (n >= (1 << 16))
-  for (int64_t i = 0; i < n; i++) {
-    float v = a[i], d;
-    switch (op) {
-    case DS_NEG: d = -1; break;
-    case DS_EXP: d = o ? o[i] : expf(v); break;
-    case DS_LOG: d = 1.0f / v; break;
-    case DS_SQRT: d = 0.5f / (o ? o[i] : sqrtf(v)); break;
-    case DS_POW: d = q * powf(v, q - 1); break;
-    case DS_ABS: d = (float)((v > 0) - (v < 0)); break;
-    case DS_RELU: d = v > 0; break;
-    case DS_SIGMOID: { float s = o ? o[i] : sigmoidf(v); d = s * (1 - s); break; }
-    case DS_TANH: { float t = o ? o[i] : tanhf(v); d = 1 - t * t; break; }
-    case DS_SQUARE: d = 2 * v; break;
-    case DS_CLAMP_MIN: d = v >= q; break;
-    case DS_CLAMP_MAX: d = v <= q; break;
-    default: d = 0; break; /* sign, round */
-    }
-    r[i] = g[i] * d;
-  }
+  unary_grad_ctx c = {op, q, ds_data(cx), ds_data(cg), cy ? ds_data(cy) : NULL, ds_data(gx)};
+  ds_parallel_ranges(ds_numel(x), 1 << 16, unary_grad_range, &c);
 done:
   ds_release(cx);
   ds_release(cy);

@@ -2,6 +2,7 @@
 #include "error.h"
 #include "iter.h"
 #include "ops.h"
+#include "parallel.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,17 +147,24 @@ int ds_max_dim(ds_tensor *x, int dim, int keepdim, ds_tensor **values, ds_tensor
   return DS_OK;
 }
 
+typedef struct { const uint32_t *a; int bad; } finite_ctx;
+
+static void finite_range(void *ctx, int64_t lo, int64_t hi) {
+  finite_ctx *f = ctx;
+  const uint32_t *a = f->a;
+  uint32_t bad = 0;
+  /* exponent bits all ones <=> inf or nan; an integer OR-reduction vectorises */
+  for (int64_t i = lo; i < hi; i++) bad |= ((a[i] & 0x7f800000u) == 0x7f800000u);
+  if (bad) __atomic_store_n(&f->bad, 1, __ATOMIC_RELAXED);
+}
+
 int ds_all_finite(ds_tensor *x) {
   ds_tensor *c = ds_contiguous(x);
   if (!c) return 0;
-  /* exponent bits all ones <=> inf or nan; an integer OR-reduction vectorises */
-  const uint32_t *a = (const uint32_t *)ds_data(c);
-  int64_t n = ds_numel(c);
-  uint32_t bad = 0;
-#pragma omp parallel for simd schedule(static) reduction(| : bad) if (n >= (1 << 17))
-  for (int64_t i = 0; i < n; i++) bad |= ((a[i] & 0x7f800000u) == 0x7f800000u);
+  finite_ctx f = {(const uint32_t *)ds_data(c), 0};
+  ds_parallel_ranges(ds_numel(c), 1 << 17, finite_range, &f);
   ds_release(c);
-  return !bad;
+  return !f.bad;
 }
 
 typedef struct { double sum, sumsq; } moments_acc;

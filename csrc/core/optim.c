@@ -1,6 +1,7 @@
 /* Fused optimiser steps: one pass over each parameter, in place. */
 #include "error.h"
 #include "ops.h"
+#include "parallel.h"
 #include <math.h>
 
 static int check(const char *op, ds_tensor *p, ds_tensor *g, ds_tensor *s1, ds_tensor *s2) {
@@ -32,17 +33,20 @@ int ds_sgd_step(ds_tensor *p, ds_tensor *g, ds_tensor *buf, float lr, float mome
   return DS_OK;
 }
 
-int ds_adam_step(ds_tensor *p, ds_tensor *g, ds_tensor *m, ds_tensor *v, float lr, float beta1,
-                 float beta2, float eps, float wd, int decoupled, int64_t step) {
-  if (check("adam", p, g, m, v)) return DS_EFAIL;
-  float *w = ds_data(p), *pm = ds_data(m), *pv = ds_data(v);
-  const float *d = ds_data(g);
-  int64_t n = ds_numel(p);
-  float bc1 = 1.0f - powf(beta1, (float)step), bc2 = 1.0f - powf(beta2, (float)step);
-  float step_size = lr / bc1, rbc2 = 1.0f / sqrtf(bc2);
-  float l2 = decoupled ? 0.0f : wd, shrink = decoupled ? 1.0f - lr * wd : 1.0f;
-#pragma omp parallel for simd schedule(static) if (n >= (1 << 16))
-  for (int64_t i = 0; i < n; i++) {
+typedef struct adam_params {
+  float beta1, beta2, eps, step_size, rbc2, l2, shrink;
+  float *w, *m, *v;
+  const float *g;
+} adam_params;
+
+static void adam_range(void *ctx, int64_t lo, int64_t hi) {
+  const adam_params *a = ctx;
+  float *restrict w = a->w, *restrict pm = a->m, *restrict pv = a->v;
+  const float *restrict d = a->g;
+  const float beta1 = a->beta1, beta2 = a->beta2, eps = a->eps, step_size = a->step_size, rbc2 = a->rbc2,
+              l2 = a->l2, shrink = a->shrink;
+#pragma omp simd
+  for (int64_t i = lo; i < hi; i++) {
     float gi = d[i] + l2 * w[i];
     float mi = beta1 * pm[i] + (1 - beta1) * gi;
     float vi = beta2 * pv[i] + (1 - beta2) * gi * gi;
@@ -50,6 +54,17 @@ int ds_adam_step(ds_tensor *p, ds_tensor *g, ds_tensor *m, ds_tensor *v, float l
     pv[i] = vi;
     w[i] = w[i] * shrink - step_size * mi / (sqrtf(vi) * rbc2 + eps);
   }
+}
+
+int ds_adam_step(ds_tensor *p, ds_tensor *g, ds_tensor *m, ds_tensor *v, float lr, float beta1,
+                 float beta2, float eps, float wd, int decoupled, int64_t step) {
+  if (check("adam", p, g, m, v)) return DS_EFAIL;
+  adam_params a = {.w = ds_data(p), .m = ds_data(m), .v = ds_data(v), .g = ds_data(g)};
+  float bc1 = 1.0f - powf(beta1, (float)step), bc2 = 1.0f - powf(beta2, (float)step);
+  a.beta1 = beta1, a.beta2 = beta2, a.eps = eps;
+  a.step_size = lr / bc1, a.rbc2 = 1.0f / sqrtf(bc2);
+  a.l2 = decoupled ? 0.0f : wd, a.shrink = decoupled ? 1.0f - lr * wd : 1.0f;
+  ds_parallel_ranges(ds_numel(p), 1 << 16, adam_range, &a);
   return DS_OK;
 }
 
