@@ -50,6 +50,28 @@ describe("autograd", function()
       "backward: the graph was already freed; pass retain_graph=true to the first backward")
   end)
 
+  it("frees used gradient buffers early without touching what is passed on or kept", function()
+    -- a kernel's fresh gradient passed on as a view (reshape) to a leaf and to a node
+    local x = ds.randn(4, 6):requires_grad()
+    local labels = ds.tensor{0, 2, 1, 2}
+    F.cross_entropy(x:reshape(4, 6), labels):backward()
+    local g1 = x.grad:clone()
+    assert.is_true(g1:abs():sum():item() > 0) -- still readable
+    local w = ds.randn(6, 6):requires_grad()
+    local y = F.linear(x:detach(), w):reshape(2, 12):reshape(4, 6)
+    F.cross_entropy(y, labels):backward()
+    assert.equal(36, w.grad:numel())
+    -- retain_graph: buffers are neither summed in place nor freed, so a second backward
+    -- through a fan-out gives the same gradient again
+    local h = ds.randn(4, 6):requires_grad()
+    local a = h * 1
+    local loss = F.cross_entropy(a, labels) + (a * a):sum()
+    loss:backward(nil, true)
+    local first = h.grad:clone()
+    loss:backward()
+    assert.is_true((h.grad - first * 2):abs():max():item() < 1e-5)
+  end)
+
   it("needs a gradient for a non-scalar output", function()
     local x = ds.randn(2, 2):requires_grad()
     local y = x * 2

@@ -44,7 +44,10 @@ function A.set_requires_grad(t, on, who)
 end
 
 -- Records `out` as the result of an op on `inputs` (a list) if any needs a gradient.
-function A.record(out, inputs, backward)
+-- fresh: the backward returns only tensors it has just made (a C kernel's results,
+-- never g itself, a view of it or a tensor kept elsewhere); the backward pass may
+-- then add into them in place and free them once used.
+function A.record(out, inputs, backward, fresh)
   if not enabled then return out end
   local needs, any = {}, false
   for i = 1, #inputs do
@@ -53,7 +56,7 @@ function A.record(out, inputs, backward)
     needs[i] = n
     any = any or n
   end
-  if any then setuv(out, {node = {inputs = inputs, needs = needs, backward = backward}}) end
+  if any then setuv(out, {node = {inputs = inputs, needs = needs, backward = backward, fresh = fresh}}) end
   return out
 end
 
@@ -142,6 +145,9 @@ function A.backward(root, grad, retain_graph)
         error("backward: the graph was already freed; pass retain_graph=true to the first backward", 3)
       end
       local gs = table.pack(node.backward(g, node.needs))
+      if node.fresh then
+        for j = 1, gs.n do if gs[j] ~= nil then A.fresh[gs[j]] = true end end
+      end
       for j, x in ipairs(node.inputs) do
         local gi = gs[j]
         if gi ~= nil and node.needs[j] then
@@ -154,9 +160,11 @@ function A.backward(root, grad, retain_graph)
             local prev = grads[x]
             if prev == nil then
               grads[x] = own(gi)
-            elseif A.fresh[prev] and core.is_contiguous(prev) then -- ours alone: add in place
+            -- ours alone: add in place (not when the graph is kept: a retained backward
+            -- may hand the same buffers again)
+            elseif not retain_graph and A.fresh[prev] and core.is_contiguous(prev) then
               core.binary_("add", prev, prev, gi)
-            elseif A.fresh[gi] and not handed[gi] and core.is_contiguous(gi) then
+            elseif not retain_graph and A.fresh[gi] and not handed[gi] and core.is_contiguous(gi) then
               core.binary_("add", gi, gi, prev)
               handed[gi] = true
               grads[x] = gi
@@ -169,6 +177,16 @@ function A.backward(root, grad, retain_graph)
             to_leaf(xu, gi)
           end
         end
+      end
+      -- a gradient only this pass held, now used: its buffer goes back at once (to be
+      -- reused while still in cache) instead of at the next garbage collection; unless
+      -- the backward passed it (or a view of it) on
+      if not retain_graph and A.fresh[g] then
+        local sid, alias = core.storage_id(g), false
+        for j = 1, gs.n do
+          if gs[j] ~= nil and core.storage_id(gs[j]) == sid then alias = true end
+        end
+        if not alias then core.free(g) end
       end
     end
     if not retain_graph then node.backward, node.inputs = nil, {} end

@@ -5,6 +5,8 @@ local A = require "deepsigns.autograd"
 local T = require "deepsigns.tensor"
 
 local record, check = A.record, T.check
+-- for ops whose backward returns only tensors a C kernel has just made (autograd.record)
+local function record_fresh(out, inputs, backward) return record(out, inputs, backward, true) end
 local F = {}
 
 local function shape_str(x) local s = core.size(x); return #s == 0 and "scalar" or table.concat(s, "x") end
@@ -13,7 +15,7 @@ local function shape_str(x) local s = core.size(x); return #s == 0 and "scalar" 
 function F.linear(x, w, b)
   check(x, "linear", 1); check(w, "linear", 2)
   local y = core.linear(x, w, b)
-  return record(y, {x, w, b}, function(g, needs)
+  return record_fresh(y, {x, w, b}, function(g, needs)
     return core.linear_backward(x, w, g, needs[1], needs[2], b ~= nil and needs[3])
   end)
 end
@@ -36,7 +38,7 @@ function F.conv2d(x, w, b, opts)
   -- a ReLU fused into the same pass: no separate sweep over the output either way
   local relu = act == "relu"
   local y = core.conv2d(x, w, b, sh, sw, ph, pw, relu)
-  return record(y, {x, w, b}, function(g, needs)
+  return record_fresh(y, {x, w, b}, function(g, needs)
     return core.conv2d_backward(x, w, g, sh, sw, ph, pw, needs[1], needs[2], b ~= nil and needs[3],
       relu and y or nil)
   end)
@@ -51,7 +53,7 @@ local function pool(kind)
     local sh, sw = pair(opts.stride or k, kind, "stride")
     local ph, pw = pair(opts.padding or 0, kind, "padding")
     local y = fwd(x, kh, kw, sh, sw, ph, pw)
-    return record(y, {x}, function(g) return bwd(x, g, kh, kw, sh, sw, ph, pw) end)
+    return record_fresh(y, {x}, function(g) return bwd(x, g, kh, kw, sh, sw, ph, pw) end)
   end
 end
 F.max_pool2d = pool("maxpool2d")
@@ -69,13 +71,13 @@ end
 function F.softmax(x)
   check(x, "softmax")
   local y = core.softmax(x, false)
-  return record(y, {x}, function(g) return core.softmax_backward(y, g, false) end)
+  return record_fresh(y, {x}, function(g) return core.softmax_backward(y, g, false) end)
 end
 
 function F.log_softmax(x)
   check(x, "log_softmax")
   local y = core.softmax(x, true)
-  return record(y, {x}, function(g) return core.softmax_backward(y, g, true) end)
+  return record_fresh(y, {x}, function(g) return core.softmax_backward(y, g, true) end)
 end
 
 -- labels: a tensor of class ids (B) or soft targets (B x C); opts.label_smoothing
@@ -85,7 +87,7 @@ function F.cross_entropy(logits, labels, opts)
   check(labels, "cross_entropy", 2)
   local eps = opts and opts.label_smoothing or 0
   local loss, probs = core.cross_entropy(logits, labels, eps)
-  return record(loss, {logits}, function(g)
+  return record_fresh(loss, {logits}, function(g)
     return core.cross_entropy_backward(probs, labels, eps, core.item(g))
   end)
 end
@@ -109,7 +111,7 @@ end
 function F.bce(p, target)
   check(p, "bce", 1); check(target, "bce", 2)
   local loss = core.bce(p, target)
-  return record(loss, {p}, function(g) return core.bce_backward(p, target, core.item(g)) end)
+  return record_fresh(loss, {p}, function(g) return core.bce_backward(p, target, core.item(g)) end)
 end
 
 function F.dropout(x, p, training)
@@ -117,7 +119,7 @@ function F.dropout(x, p, training)
   if not training or p == 0 then return x end
   local mask = core.dropout_mask(x, p)
   local y = core.binary("mul", x, mask)
-  return record(y, {x}, function(g) return core.binary("mul", g, mask) end)
+  return record_fresh(y, {x}, function(g) return core.binary("mul", g, mask) end)
 end
 
 -- state: {running_mean, running_var, momentum, eps}; weight and bias are parameters
@@ -125,7 +127,7 @@ function F.batch_norm(x, weight, bias, state, training)
   check(x, "batch_norm")
   local y, mean, invstd = core.batchnorm(x, weight, bias, state.running_mean, state.running_var,
     training, state.momentum or 0.1, state.eps or 1e-5)
-  return record(y, {x, weight, bias}, function(g, needs)
+  return record_fresh(y, {x, weight, bias}, function(g, needs)
     return core.batchnorm_backward(x, weight, mean, invstd, g, training, needs[1])
   end)
 end
@@ -134,14 +136,14 @@ end
 function F.gather_rows(x, idx)
   check(x, "gather_rows", 1); check(idx, "gather_rows", 2)
   local y = core.gather_rows(x, idx)
-  return record(y, {x}, function(g) return core.gather_rows_backward(x, idx, g) end)
+  return record_fresh(y, {x}, function(g) return core.gather_rows_backward(x, idx, g) end)
 end
 
 -- pairwise squared Euclidean distances between rows: n x m, k x m -> n x k
 function F.sqdist(a, b)
   check(a, "sqdist", 1); check(b, "sqdist", 2)
   local d = core.sqdist(a, b)
-  return record(d, {a, b}, function(g) return core.sqdist_backward(a, b, g) end)
+  return record_fresh(d, {a, b}, function(g) return core.sqdist_backward(a, b, g) end)
 end
 
 return F

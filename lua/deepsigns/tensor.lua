@@ -86,7 +86,8 @@ local function unop(name, keep_out)
   return function(x, p)
     check(x, name)
     local y = unary(name, x, p)
-    return record(y, {x}, function(g) return unary_backward(name, x, keep_out and y or nil, g, p) end)
+    -- fresh: unary_backward returns a new tensor (autograd.record)
+    return record(y, {x}, function(g) return unary_backward(name, x, keep_out and y or nil, g, p) end, true)
   end
 end
 for _, name in ipairs {"neg", "log", "abs", "relu", "square"} do M[name] = unop(name, false) end
