@@ -22,7 +22,10 @@ CRYPTO_LIBS ?= $(shell $(PKG_CONFIG) --libs libcrypto 2>/dev/null || echo -lcryp
 READLINE_LIBS ?= -lreadline
 SAN         ?=
 CC          ?= cc
-CFLAGS      ?= -O3 -march=native -g
+CFLAGS      ?= -O3 -g
+# this machine's vector units (AVX2/FMA: the direct convolution kernels), also when a
+# LuaRocks build passes its own CFLAGS; ARCH_FLAGS= builds for any x86-64
+ARCH_FLAGS  ?= -march=native
 # always on: the language level, warnings, and exporting only luaopen_deepsigns_core
 DS_CFLAGS   := -fopenmp -fno-math-errno -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fPIC -fvisibility=hidden
 LIBFLAG     ?= -shared
@@ -44,7 +47,7 @@ LUA_OBJ  := $(LUA_SRC:csrc/%.c=$(BUILD)/obj/%.o)
 HEADERS  := $(wildcard csrc/core/*.h csrc/lua/*.h)
 MODULE   := $(BUILD)/lib/deepsigns/core.so
 INTERP   := $(BUILD)/bin/deepsigns
-ALL_CFLAGS = $(CFLAGS) $(DS_CFLAGS) $(SAN) $(LUA_CFLAGS) $(BLAS_CFLAGS)
+ALL_CFLAGS = $(CFLAGS) $(ARCH_FLAGS) $(DS_CFLAGS) $(SAN) $(LUA_CFLAGS) $(BLAS_CFLAGS)
 
 .SECONDARY:
 .PHONY: all deps test test-slow test-asan fuzz demo bench install clean
@@ -82,7 +85,7 @@ test-slow: deps all
 # The suite once more with AddressSanitizer and UBSan: the instrumented
 # interpreter runs busted itself, so the module and Lua share one runtime.
 test-asan: deps
-	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="-O1 -g -march=native -fno-omit-frame-pointer" \
+	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	   SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all
 	@LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
 	 LUA_CPATH="$(CURDIR)/build-asan/lib/?.so;;" ASAN_OPTIONS=detect_leaks=1 \

@@ -82,6 +82,7 @@ int64_t ds_cdir_wgrad_scratch(const ds_cdir *d) {
   return d->pad_size + d->q * d->co16 + d->co * d->mplane + d->q + 8;
 }
 
+#if CDIR_COMPILED
 /* copies the interior rows of the image into the padded copy (padding stays zero) */
 static void pad_copy(const ds_cdir *d, const float *x, int64_t xplane, int64_t xrow, float *xp) {
   for (int ci = 0; ci < d->c; ci++)
@@ -90,7 +91,6 @@ static void pad_copy(const ds_cdir *d, const float *x, int64_t xplane, int64_t x
              sizeof(float) * (size_t)d->w);
 }
 
-#if CDIR_COMPILED
 /* c[4 x 24] = sum over k of a[k][0..3] (x) b[off[k] .. off[k]+24). Twelve accumulators,
  * three B vectors and one broadcast: all sixteen ymm registers, no spills. */
 __attribute__((noinline)) static void fwd_tile(int64_t kk, const float *a, const float *b, const int *off,
