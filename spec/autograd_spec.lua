@@ -50,7 +50,7 @@ describe("autograd", function()
       "backward: the graph was already freed; pass retain_graph=true to the first backward")
   end)
 
-  it("frees used gradient buffers early without touching what is passed on or kept", function()
+  it("passes fresh gradients on as views, to leaves and through retained graphs intact", function()
     -- a kernel's fresh gradient passed on as a view (reshape) to a leaf and to a node
     local x = ds.randn(4, 6):requires_grad()
     local labels = ds.tensor{0, 2, 1, 2}

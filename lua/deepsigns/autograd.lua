@@ -46,7 +46,8 @@ end
 -- Records `out` as the result of an op on `inputs` (a list) if any needs a gradient.
 -- fresh: the backward returns only tensors it has just made (a C kernel's results,
 -- never g itself, a view of it or a tensor kept elsewhere); the backward pass may
--- then add into them in place and free them once used.
+-- then add further gradients into them in place. (Freeing them as soon as used was
+-- tried: it made the white-box overhead in make bench 7% instead of 3%.)
 function A.record(out, inputs, backward, fresh)
   if not enabled then return out end
   local needs, any = {}, false
@@ -177,16 +178,6 @@ function A.backward(root, grad, retain_graph)
             to_leaf(xu, gi)
           end
         end
-      end
-      -- a gradient only this pass held, now used: its buffer goes back at once (to be
-      -- reused while still in cache) instead of at the next garbage collection; unless
-      -- the backward passed it (or a view of it) on
-      if not retain_graph and A.fresh[g] then
-        local sid, alias = core.storage_id(g), false
-        for j = 1, gs.n do
-          if gs[j] ~= nil and core.storage_id(gs[j]) == sid then alias = true end
-        end
-        if not alias then core.free(g) end
       end
     end
     if not retain_graph then node.backward, node.inputs = nil, {} end
