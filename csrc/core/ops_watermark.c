@@ -75,33 +75,65 @@ int ds_wm_pull_vg(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *map, 
   if (check_hyc("wm_pull", h, y, c, map, classes)) return DS_EFAIL;
   double acc = 0;
   int64_t b = h->shape[0], m = h->shape[1];
-  /* every row of rh is written below (zeros for samples without a centre) */
-  ds_tensor *rh = ds_tensor_empty(2, h->shape), *rc = ds_tensor_new(2, c->shape);
-  if (!rh || !rc) {
+  /* every row of rh is written below (zeros for samples without a centre); with gh
+   * NULL only the value and the centres' gradient are made (ds_wm_pull_add adds the
+   * activations' gradient later, straight into their accumulated gradient) */
+  ds_tensor *rh = gh ? ds_tensor_empty(2, h->shape) : NULL, *rc = ds_tensor_new(2, c->shape);
+  if ((gh && !rh) || !rc) {
     ds_release(rh), ds_release(rc);
     return DS_EFAIL;
   }
   for (int64_t i = 0; i < b; i++) {
     int64_t r = row_of(map, ds_data(y)[i]);
     if (r < 0) {
-      memset(ds_data(rh) + i * m, 0, sizeof(float) * (size_t)m);
+      if (rh) memset(ds_data(rh) + i * m, 0, sizeof(float) * (size_t)m);
       continue;
     }
     const float *restrict hi = ds_data(h) + i * m, *restrict cr = ds_data(c) + r * m;
-    float *restrict ghi = ds_data(rh) + i * m, *restrict gcr = ds_data(rc) + r * m;
+    float *restrict gcr = ds_data(rc) + r * m;
     float row = 0.0f; /* a row's sum in float lanes, the batch's in double */
+    if (rh) {
+      float *restrict ghi = ds_data(rh) + i * m;
 #pragma omp simd reduction(+ : row)
-    for (int64_t k = 0; k < m; k++) {
-      float e = hi[k] - cr[k], d = g * e;
-      row += e * e;
-      ghi[k] = d;
-      gcr[k] -= d;
+      for (int64_t k = 0; k < m; k++) {
+        float e = hi[k] - cr[k], d = g * e;
+        row += e * e;
+        ghi[k] = d;
+        gcr[k] -= d;
+      }
+    } else {
+#pragma omp simd reduction(+ : row)
+      for (int64_t k = 0; k < m; k++) {
+        float e = hi[k] - cr[k];
+        row += e * e;
+        gcr[k] -= g * e;
+      }
     }
     acc += row;
   }
   if (value) *value = 0.5 * acc;
-  *gh = rh;
+  if (gh) *gh = rh;
   *gc = rc;
+  return DS_OK;
+}
+
+int ds_wm_pull_add(ds_tensor *acc, ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes,
+                   float g) {
+  if (check_hyc("wm_pull", h, y, c, map, classes)) return DS_EFAIL;
+  if (!ds_same_shape(acc, h) || !ds_is_contiguous(acc)) {
+    char s1[128], s2[128];
+    return ds_error("wm_pull_add: gradient %s does not match activations %s", ds_shape_str(acc, s1, sizeof s1),
+                    ds_shape_str(h, s2, sizeof s2));
+  }
+  int64_t b = h->shape[0], m = h->shape[1];
+  for (int64_t i = 0; i < b; i++) {
+    int64_t r = row_of(map, ds_data(y)[i]);
+    if (r < 0) continue;
+    const float *restrict hi = ds_data(h) + i * m, *restrict cr = ds_data(c) + r * m;
+    float *restrict ai = ds_data(acc) + i * m;
+#pragma omp simd
+    for (int64_t k = 0; k < m; k++) ai[k] += g * (hi[k] - cr[k]);
+  }
   return DS_OK;
 }
 

@@ -34,7 +34,11 @@ ds_tensor *ds_wm_projection(ds_tensor *m, ds_tensor *a, ds_tensor *b);
 ds_tensor *ds_wm_projection_backward(ds_tensor *m, ds_tensor *a, ds_tensor *b, float g);
 
 /* Value and gradient in one pass (value may be NULL): what the *_backward ops
- * return, with the forward value beside it. */
+ * return, with the forward value beside it. ds_wm_pull_vg takes gh = NULL for the
+ * value and the centres' gradient only; ds_wm_pull_add then adds g times the
+ * activations' gradient into acc (B x M, contiguous) in place. */
+int ds_wm_pull_add(ds_tensor *acc, ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *row_of_class,
+                   int64_t classes, float g);
 int ds_wm_pull_vg(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *row_of_class, int64_t classes, float g,
                   double *value, ds_tensor **gh, ds_tensor **gc);
 int ds_wm_push_vg(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *row_of_class, int64_t classes, float g,

@@ -59,12 +59,13 @@ int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a,
   double pull = 0, sep = 0, un = 0, proj = 0;
   ds_tensor *rh = NULL, *rc = NULL;
   /* every term adds its gradient straight into the centres' gradient from the pull */
-  int fail = ds_wm_pull_vg(h, y, c, NULL, c->shape[0], l1, &pull, &rh, &rc) ||
+  int fail = ds_wm_pull_vg(h, y, c, NULL, c->shape[0], l1, &pull, gh ? &rh : NULL, &rc) ||
              ds_wm_separation_acc(c, y, l1, &sep, ds_data(rc)) || ds_wm_unit_norm_vg(c, l1, &un, ds_data(rc)) ||
              (np && ds_wm_projection_rows_acc(c, a, b, crow, brow, np, l2, &proj, ds_data(rc)));
   if (!fail) {
     *value = (float)(l1 * (pull + sep + un) + l2 * proj);
-    *gh = rh, *gc = rc;
+    if (gh) *gh = rh;
+    *gc = rc;
   } else
     ds_release(rh), ds_release(rc);
   if (crow != buf) free(crow);

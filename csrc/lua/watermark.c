@@ -89,15 +89,30 @@ static int push_value_grads(lua_State *L, float value, ds_tensor *g1, ds_tensor 
   return 3;
 }
 
-/* (h, y, c, A, b, targets{class ids}, l1, l2) -> loss, d/dh, d/dc */
+/* (h, y, c, A, b, targets{class ids}, l1, l2, want_gh=true) -> loss, d/dh or nil, d/dc */
 static int l_reference_loss(lua_State *L) {
   int64_t s, *targets = int_list(L, 6, &s, 0);
-  ds_tensor *gh, *gc;
+  int want_gh = lua_isnoneornil(L, 9) || lua_toboolean(L, 9);
+  ds_tensor *gh = NULL, *gc;
   float v;
   if (ds_wm_reference_loss(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5), targets, s,
-                           (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8), &v, &gh, &gc))
+                           (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8), &v, want_gh ? &gh : NULL, &gc))
     return lt_raise(L);
-  return push_value_grads(L, v, gh, gc);
+  lt_push(L, ds_scalar_tensor(v));
+  if (gh) lt_push(L, gh);
+  else lua_pushnil(L);
+  lt_push(L, gc);
+  return 3;
+}
+
+/* (acc, h, y, c, map|nil, classes, g): acc += g * d pull / dh, in place */
+static int l_pull_add(lua_State *L) {
+  int64_t classes = luaL_optinteger(L, 6, 0);
+  int64_t *map = class_map(L, 5, &classes);
+  if (ds_wm_pull_add(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), map, classes,
+                     (float)luaL_checknumber(L, 7)))
+    return lt_raise(L);
+  return 0;
 }
 
 /* (h, y, mu, A, b, map, l1, l2) -> loss, d/dh, d/dmu */
@@ -112,6 +127,7 @@ static int l_paper_loss(lua_State *L) {
 }
 
 static const luaL_Reg fns[] = {{"wm_reference_loss", l_reference_loss}, {"wm_paper_loss", l_paper_loss},
+                               {"wm_pull_add", l_pull_add},
                                {"wm_pull", l_pull}, {"wm_pull_backward", l_pull_backward}, {"wm_push", l_push},
                                {"wm_push_backward", l_push_backward}, {"wm_separation", l_separation},
                                {"wm_separation_backward", l_separation_backward}, {"wm_unit_norm", l_unit_norm},

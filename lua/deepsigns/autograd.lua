@@ -48,7 +48,11 @@ end
 -- never g itself, a view of it or a tensor kept elsewhere); the backward pass may
 -- then add further gradients into them in place. (Freeing them as soon as used was
 -- tried: it made the white-box overhead in make bench 7% instead of 3%.)
-function A.record(out, inputs, backward, fresh)
+-- defer: {[j] = fn(acc, g)} for inputs whose gradient is not returned by backward
+-- but added by fn into acc, that input's otherwise complete gradient, in place
+-- (g: this node's incoming gradient). A loss term over an activation then writes no
+-- buffer of its own: it adds into the gradient already flowing there.
+function A.record(out, inputs, backward, fresh, defer)
   if not enabled then return out end
   local needs, any = {}, false
   for i = 1, #inputs do
@@ -57,7 +61,9 @@ function A.record(out, inputs, backward, fresh)
     needs[i] = n
     any = any or n
   end
-  if any then setuv(out, {node = {inputs = inputs, needs = needs, backward = backward, fresh = fresh}}) end
+  if any then
+    setuv(out, {node = {inputs = inputs, needs = needs, backward = backward, fresh = fresh, defer = defer}})
+  end
   return out
 end
 
@@ -135,12 +141,26 @@ function A.backward(root, grad, retain_graph)
     return
   end
   local grads = {[root] = grad}
+  local deferred = {} -- tensor -> list of {fn, g}: added once its gradient is complete
+  local function run_deferred(list, acc)
+    for _, d in ipairs(list) do d[1](acc, d[2]) end
+  end
   local order = topo_order(root)
   for i = #order, 1, -1 do
     local t = order[i]
     local g = grads[t]
     grads[t] = nil
     local node = getuv(t).node
+    local later = deferred[t]
+    if later then
+      deferred[t] = nil
+      if g == nil then
+        g = core.zeros(core.size(t))
+      elseif retain_graph or not A.fresh[g] or not core.is_contiguous(g) then
+        g = core.clone(g)
+      end
+      run_deferred(later, g)
+    end
     if g ~= nil then
       if not node.backward then
         error("backward: the graph was already freed; pass retain_graph=true to the first backward", 3)
@@ -176,6 +196,22 @@ function A.backward(root, grad, retain_graph)
             end
           else
             to_leaf(xu, gi)
+          end
+        end
+      end
+      if node.defer then
+        for j, fn in pairs(node.defer) do
+          local x = node.inputs[j]
+          if node.needs[j] then
+            local xu = getuv(x)
+            if xu.node then
+              deferred[x] = deferred[x] or {}
+              table.insert(deferred[x], {fn, g})
+            else -- a leaf: its gradient made here
+              local acc = core.zeros(core.size(x))
+              fn(acc, g)
+              to_leaf(xu, acc)
+            end
           end
         end
       end

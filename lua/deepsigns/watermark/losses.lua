@@ -55,10 +55,22 @@ local function fused(v, inputs, g1, g2)
   end)
 end
 
--- reference: l1 (pull + separation + unit_norm) + l2 projection(centres of the targets in y)
+-- reference: l1 (pull + separation + unit_norm) + l2 projection(centres of the targets in y).
+-- Only the pull term depends on h: its gradient, l1 (h_i - c_{y_i}), is not made as a
+-- B x M buffer but added into h's accumulated gradient during the backward pass.
 function L.reference(h, y, c, a, b, targets, l1, l2)
-  local v, gh, gc = core.wm_reference_loss(h, y, c, a, b, targets, l1, l2)
-  return fused(v, {h, c}, gh, gc)
+  local v, _, gc = core.wm_reference_loss(h, y, c, a, b, targets, l1, l2, false)
+  local classes = core.size(c, 1)
+  local used = false
+  return A.record(v, {h, c}, function(g)
+    local s = core.item(g)
+    if s == 1 and not used then
+      used = true
+      A.fresh[gc] = true
+      return nil, gc
+    end
+    return nil, core.binary("mul", gc, s)
+  end, false, {[1] = function(acc, g) core.wm_pull_add(acc, h, y, c, nil, classes, l1 * core.item(g)) end})
 end
 
 -- paper: (2 pull - push) l1 / B over the target rows + l2 projection(their batch means)
