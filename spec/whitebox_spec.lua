@@ -104,6 +104,18 @@ describe("white-box watermark", function()
         local gx = fan(order)
         assert.is_true((gx - want):abs():max():item() < 1e-4, "order " .. order)
       end
+      -- the paper variant adds its target rows the same way; a retained graph gives the
+      -- same gradients on a second backward
+      local hp = h0:clone():requires_grad()
+      L.paper(hp, y, mu, a, b, map, l1, l2):backward()
+      local want_p = hp.grad + h0 * 2
+      local xp = h0:clone():requires_grad()
+      local hh = xp * 1
+      local total = (hh * hh):sum() + L.paper(hh, y, mu, a, b, map, l1, l2)
+      total:backward(nil, true)
+      assert.is_true((xp.grad - want_p):abs():max():item() < 1e-4)
+      total:backward()
+      assert.is_true((xp.grad - want_p * 2):abs():max():item() < 1e-4)
       -- a leaf's gradient is never summed in place: one held before a second backward keeps its value
       local x = h0:clone():requires_grad()
       L.reference(x, y, c0, a, b, targets, l1, l2):backward()

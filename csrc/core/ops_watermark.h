@@ -67,4 +67,12 @@ int ds_wm_paper_loss(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds
                      const int64_t *row_of_class, int64_t classes, float l1, float l2, float *value, ds_tensor **gh,
                      ds_tensor **gmu);
 
+/* The paper loss with d/dh as its target rows only: gt (nt x M) for the rows of h
+ * listed in rows_of_gt (0-based, as floats); both NULL when no target row is in y.
+ * ds_rows_add: acc[rows[k]] += g src[k], in place (the backward's deferred add). */
+int ds_wm_paper_loss_rows(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b, const int64_t *map,
+                          int64_t classes, float l1, float l2, float *value, ds_tensor **gt, ds_tensor **rows_of_gt,
+                          ds_tensor **gmu);
+int ds_rows_add(ds_tensor *acc, ds_tensor *rows_idx, ds_tensor *src, float g);
+
 #endif

@@ -135,38 +135,98 @@ static int check_paper(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, 
   return DS_OK;
 }
 
-int ds_wm_paper_loss(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b, const int64_t *map,
-                     int64_t classes, float l1, float l2, float *value, ds_tensor **gh, ds_tensor **gmu) {
+/* The paper loss with the activations' gradient as its target rows only: gt (nt x M,
+ * NULL when no target row is in the batch) for rows r->idx of h. */
+static int paper_compute(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b, const int64_t *map,
+                         int64_t classes, float l1, float l2, float *value, ds_tensor **gt, paper_rows *r,
+                         ds_tensor **gmu) {
   if (check_paper(h, y, mu, a, b, map, classes)) return DS_EFAIL;
-  paper_rows r;
-  if (paper_rows_of(y, map, classes, mu->shape[0], &r)) return paper_rows_free(&r), DS_EFAIL;
+  if (paper_rows_of(y, map, classes, mu->shape[0], r)) return paper_rows_free(r), DS_EFAIL;
   int64_t m = h->shape[1];
   float k1 = l1 / (float)h->shape[0];
   double pull = 0, push = 0, proj = 0;
-  ds_tensor *rh = ds_tensor_new(2, h->shape), *rmu = NULL, *ht = NULL, *gpull = NULL, *gpush = NULL, *means = NULL,
-            *bt = NULL, *gmeans = NULL;
-  int fail = !rh;
-  if (!fail && r.nt) {
-    fail = !(ht = rows(h, r.idx, r.nt)) || ds_wm_pull_vg(ht, r.yt, mu, map, classes, 2 * k1, &pull, &gpull, &rmu) ||
-           ds_wm_push_vg(ht, r.yt, mu, map, classes, -k1, &push, &gpush) || !(means = group_means(ht, &r)) ||
-           !(bt = rows(b, r.brow, r.np)) || ds_wm_projection_vg(means, a, bt, l2, &proj, &gmeans);
-    if (!fail) {
-      scatter_add(ds_data(rh), ds_data(gpull), r.idx, r.nt, m, 1.0f);
-      scatter_add(ds_data(rh), ds_data(gpush), r.idx, r.nt, m, 1.0f);
-      for (int64_t k = 0; k < r.np; k++) { /* a mean spreads its gradient evenly over its rows */
-        float inv = 1.0f / (float)(r.first[k + 1] - r.first[k]);
-        for (int64_t i = r.first[k]; i < r.first[k + 1]; i++)
-          for (int64_t j = 0; j < m; j++) ds_data(rh)[r.idx[i] * m + j] += inv * ds_data(gmeans)[k * m + j];
+  ds_tensor *rmu = NULL, *ht = NULL, *gpull = NULL, *gpush = NULL, *means = NULL, *bt = NULL, *gmeans = NULL;
+  int fail = 0;
+  if (r->nt) {
+    fail = !(ht = rows(h, r->idx, r->nt)) ||
+           ds_wm_pull_vg(ht, r->yt, mu, map, classes, 2 * k1, &pull, &gpull, &rmu) ||
+           ds_wm_push_vg(ht, r->yt, mu, map, classes, -k1, &push, &gpush) || !(means = group_means(ht, r)) ||
+           !(bt = rows(b, r->brow, r->np)) || ds_wm_projection_vg(means, a, bt, l2, &proj, &gmeans);
+    if (!fail) { /* gpull becomes the rows' whole gradient */
+      float *g = ds_data(gpull);
+      const float *gp = ds_data(gpush);
+      for (int64_t k = 0; k < r->nt * m; k++) g[k] += gp[k];
+      for (int64_t k = 0; k < r->np; k++) { /* a mean spreads its gradient evenly over its rows */
+        float inv = 1.0f / (float)(r->first[k + 1] - r->first[k]);
+        for (int64_t i = r->first[k]; i < r->first[k + 1]; i++)
+          for (int64_t j = 0; j < m; j++) g[i * m + j] += inv * ds_data(gmeans)[k * m + j];
       }
     }
-  } else if (!fail)
+  } else
     fail = !(rmu = ds_tensor_new(2, mu->shape));
   if (!fail) {
     *value = (float)((2 * pull - push) * k1 + l2 * proj);
-    *gh = rh, *gmu = rmu;
-  } else
-    ds_release(rh), ds_release(rmu);
-  ds_release(ht), ds_release(gpull), ds_release(gpush), ds_release(means), ds_release(bt), ds_release(gmeans);
-  paper_rows_free(&r);
+    *gt = gpull, *gmu = rmu;
+  } else {
+    ds_release(gpull), ds_release(rmu);
+    paper_rows_free(r);
+  }
+  ds_release(ht), ds_release(gpush), ds_release(means), ds_release(bt), ds_release(gmeans);
   return fail ? DS_EFAIL : DS_OK;
+}
+
+int ds_wm_paper_loss(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b, const int64_t *map,
+                     int64_t classes, float l1, float l2, float *value, ds_tensor **gh, ds_tensor **gmu) {
+  paper_rows r;
+  ds_tensor *gt = NULL, *rh = NULL;
+  if (paper_compute(h, y, mu, a, b, map, classes, l1, l2, value, &gt, &r, gmu)) return DS_EFAIL;
+  if (!(rh = ds_tensor_new(2, h->shape))) {
+    ds_release(gt), ds_release(*gmu);
+    paper_rows_free(&r);
+    return DS_EFAIL;
+  }
+  if (gt) scatter_add(ds_data(rh), ds_data(gt), r.idx, r.nt, h->shape[1], 1.0f);
+  *gh = rh;
+  ds_release(gt);
+  paper_rows_free(&r);
+  return DS_OK;
+}
+
+int ds_wm_paper_loss_rows(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b, const int64_t *map,
+                          int64_t classes, float l1, float l2, float *value, ds_tensor **gt, ds_tensor **rows_of_gt,
+                          ds_tensor **gmu) {
+  paper_rows r;
+  *gt = *rows_of_gt = NULL;
+  if (paper_compute(h, y, mu, a, b, map, classes, l1, l2, value, gt, &r, gmu)) return DS_EFAIL;
+  if (*gt) {
+    ds_tensor *ri = ds_tensor_empty(1, (int64_t[]){r.nt});
+    if (!ri) {
+      ds_release(*gt), ds_release(*gmu);
+      paper_rows_free(&r);
+      return DS_EFAIL;
+    }
+    for (int64_t k = 0; k < r.nt; k++) ds_data(ri)[k] = (float)r.idx[k];
+    *rows_of_gt = ri;
+  }
+  paper_rows_free(&r);
+  return DS_OK;
+}
+
+int ds_rows_add(ds_tensor *acc, ds_tensor *rows_idx, ds_tensor *src, float g) {
+  char s1[128], s2[128];
+  if (acc->ndim != 2 || src->ndim != 2 || rows_idx->ndim != 1 || src->shape[1] != acc->shape[1] ||
+      src->shape[0] != rows_idx->shape[0] || !ds_is_contiguous(acc) || !ds_is_contiguous(src) ||
+      !ds_is_contiguous(rows_idx))
+    return ds_error("rows_add: rows %s do not fit the gradient %s", ds_shape_str(src, s1, sizeof s1),
+                    ds_shape_str(acc, s2, sizeof s2));
+  int64_t m = acc->shape[1];
+  for (int64_t k = 0; k < src->shape[0]; k++) {
+    float v = ds_data(rows_idx)[k];
+    if (!(v >= 0 && v < acc->shape[0])) return ds_error("rows_add: row %g out of range", v);
+    float *restrict dst = ds_data(acc) + (int64_t)v * m;
+    const float *restrict from = ds_data(src) + k * m;
+#pragma omp simd
+    for (int64_t j = 0; j < m; j++) dst[j] += g * from[j];
+  }
+  return DS_OK;
 }

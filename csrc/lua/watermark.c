@@ -115,19 +115,39 @@ static int l_pull_add(lua_State *L) {
   return 0;
 }
 
-/* (h, y, mu, A, b, map, l1, l2) -> loss, d/dh, d/dmu */
+/* (h, y, mu, A, b, map, l1, l2, dense=true) -> loss, d/dh, d/dmu; with dense false,
+ * d/dh comes as its target rows: loss, rows (nt x M) or nil, d/dmu, their row ids */
 static int l_paper_loss(lua_State *L) {
   int64_t classes, *map = int_list(L, 6, &classes, -1);
-  ds_tensor *gh, *gmu;
+  ds_tensor *gh, *gmu, *ri;
   float v;
-  if (ds_wm_paper_loss(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5), map, classes,
-                       (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8), &v, &gh, &gmu))
+  float l1 = (float)luaL_checknumber(L, 7), l2 = (float)luaL_checknumber(L, 8);
+  if (lua_isnoneornil(L, 9) || lua_toboolean(L, 9)) {
+    if (ds_wm_paper_loss(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5), map,
+                         classes, l1, l2, &v, &gh, &gmu))
+      return lt_raise(L);
+    return push_value_grads(L, v, gh, gmu);
+  }
+  if (ds_wm_paper_loss_rows(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5), map,
+                            classes, l1, l2, &v, &gh, &ri, &gmu))
     return lt_raise(L);
-  return push_value_grads(L, v, gh, gmu);
+  lt_push(L, ds_scalar_tensor(v));
+  if (gh) lt_push(L, gh);
+  else lua_pushnil(L);
+  lt_push(L, gmu);
+  if (ri) lt_push(L, ri);
+  else lua_pushnil(L);
+  return 4;
+}
+
+/* (acc, rows, src, g): acc[rows[k]] += g src[k] */
+static int l_rows_add(lua_State *L) {
+  if (ds_rows_add(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), (float)luaL_checknumber(L, 4))) return lt_raise(L);
+  return 0;
 }
 
 static const luaL_Reg fns[] = {{"wm_reference_loss", l_reference_loss}, {"wm_paper_loss", l_paper_loss},
-                               {"wm_pull_add", l_pull_add},
+                               {"wm_pull_add", l_pull_add}, {"wm_rows_add", l_rows_add},
                                {"wm_pull", l_pull}, {"wm_pull_backward", l_pull_backward}, {"wm_push", l_push},
                                {"wm_push_backward", l_push_backward}, {"wm_separation", l_separation},
                                {"wm_separation_backward", l_separation_backward}, {"wm_unit_norm", l_unit_norm},

@@ -39,20 +39,22 @@ function L.projection(mu, a, b)
   return record(v, {mu}, function(g) return core.wm_projection_backward(mu, a, b, core.item(g)) end)
 end
 
--- Each variant's whole regularizer as one op: the C op returns the value and both
--- gradients from one pass; the backward hands them on (scaled by the incoming g).
-local function fused(v, inputs, g1, g2)
+-- Each variant's whole regularizer is one C op returning its value and gradients from
+-- one pass; the gradient for the activations is added into their accumulated gradient
+-- during the backward pass (autograd.record's defer) instead of being handed on as a
+-- buffer of its own. A second backward (retain_graph) gets copies of the centres'
+-- gradient: the first may now be someone's .grad.
+local function centre_grad(g2)
   local used = false
-  return record(v, inputs, function(g)
+  return function(g)
     local s = core.item(g)
-    -- a second backward (retain_graph) gets copies: the first pair may now be someone's .grad
     if s == 1 and not used then
       used = true
-      A.fresh[g1], A.fresh[g2] = true, true -- handed on once, held by nothing else
-      return g1, g2
+      A.fresh[g2] = true
+      return nil, g2
     end
-    return core.binary("mul", g1, s), core.binary("mul", g2, s)
-  end)
+    return nil, core.binary("mul", g2, s)
+  end
 end
 
 -- reference: l1 (pull + separation + unit_norm) + l2 projection(centres of the targets in y).
@@ -61,22 +63,17 @@ end
 function L.reference(h, y, c, a, b, targets, l1, l2)
   local v, _, gc = core.wm_reference_loss(h, y, c, a, b, targets, l1, l2, false)
   local classes = core.size(c, 1)
-  local used = false
-  return A.record(v, {h, c}, function(g)
-    local s = core.item(g)
-    if s == 1 and not used then
-      used = true
-      A.fresh[gc] = true
-      return nil, gc
-    end
-    return nil, core.binary("mul", gc, s)
-  end, false, {[1] = function(acc, g) core.wm_pull_add(acc, h, y, c, nil, classes, l1 * core.item(g)) end})
+  return A.record(v, {h, c}, centre_grad(gc), false,
+    {[1] = function(acc, g) core.wm_pull_add(acc, h, y, c, nil, classes, l1 * core.item(g)) end})
 end
 
--- paper: (2 pull - push) l1 / B over the target rows + l2 projection(their batch means)
+-- paper: (2 pull - push) l1 / B over the target rows + l2 projection(their batch means).
+-- d/dh is non-zero on the target rows only: those rows are added into h's accumulated
+-- gradient during the backward pass (no B x M buffer).
 function L.paper(h, y, mu, a, b, map, l1, l2)
-  local v, gh, gmu = core.wm_paper_loss(h, y, mu, a, b, map, l1, l2)
-  return fused(v, {h, mu}, gh, gmu)
+  local v, gt, gmu, rows = core.wm_paper_loss(h, y, mu, a, b, map, l1, l2, false)
+  return A.record(v, {h, mu}, centre_grad(gmu), false,
+    gt and {[1] = function(acc, g) core.wm_rows_add(acc, rows, gt, core.item(g)) end} or nil)
 end
 
 return L
