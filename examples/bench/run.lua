@@ -90,38 +90,10 @@ for _, input in ipairs {{1, 28, 28}, {3, 32, 32}} do
     input[1] == 1 and ">= 1000" or ">= 700")
 end
 
--- 4. white-box overhead. A plain and a marked ds.train run in lockstep, one batch
--- each in turn (two coroutines, switched inside the loss; who goes first alternates,
--- ABBA), so that both see the same machine at the same moment: on a shared machine,
--- epochs run one after the other differ by +-10% on their own. Each side's time is
--- summed over whole epochs; a plain-vs-plain run shows the method's own noise.
+-- 4. white-box overhead, in lockstep with plain training (examples/lockstep.lua); a
+-- plain-vs-plain run shows the method's own noise
 local wb, bb = ds.watermark.whitebox, ds.watermark.blackbox
-local F = require "deepsigns.functional"
-local function lockstep(runs)
-  local cos, secs = {}, {}
-  for i, run in ipairs(runs) do cos[i], secs[i] = coroutine.create(run), 0 end
-  local live, round = #cos, 0
-  while live > 0 do
-    round = round + 1
-    for j = 1, #cos do
-      local i = round % 2 == 1 and j or #cos + 1 - j
-      local co = cos[i]
-      if coroutine.status(co) ~= "dead" then
-        local t = ds.clock()
-        local ok, err = coroutine.resume(co)
-        secs[i] = secs[i] + ds.clock() - t
-        if not ok then error(err, 0) end
-        if coroutine.status(co) == "dead" then live = live - 1 end
-      end
-    end
-  end
-  return secs
-end
-local function yielding_loss(logits, y)
-  local l = F.cross_entropy(logits, y)
-  coroutine.yield()
-  return l
-end
+local lockstep = require "lockstep"
 local key, marked
 print("\n-- white-box watermark (32 bits in class 0, fc2), each in lockstep with plain training")
 for _, variant in ipairs {"none (plain vs plain)", "reference", "paper"} do
@@ -133,12 +105,8 @@ for _, variant in ipairs {"none (plain vs plain)", "reference", "paper"} do
   key = wb.keygen{model = marked, layer = "fc2", data = sub, bits = 32, targets = {0}, seed = 1,
     variant = control and "paper" or variant}
   local reg = key:regularizer()
-  local epochs = opts.quick and 1 or 3
-  local secs = lockstep {
-    function() ds.train{model = plain, data = sub, epochs = epochs, progress = false, loss = yielding_loss} end,
-    function() ds.train{model = marked, data = sub, epochs = epochs, progress = false, loss = yielding_loss,
-      regularizers = not control and {reg} or nil} end}
-  record("white-box overhead, " .. variant, 100 * (secs[2] / secs[1] - 1), "%", nil, not control and "<= 3" or nil)
+  local over = lockstep.overhead(plain, marked, sub, not control and {reg} or nil, opts.quick and 1 or 3)
+  record("white-box overhead, " .. variant, 100 * over, "%", nil, not control and "<= 3" or nil)
 end
 t0 = ds.clock()
 for _ = 1, 5 do wb.extract(marked, key) end

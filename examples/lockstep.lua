@@ -1,0 +1,49 @@
+-- Training overhead measured in lockstep: a plain and a marked ds.train run as two
+-- coroutines switched every batch inside the loss (who goes first alternates, ABBA),
+-- so both see the same machine at the same moment. On a shared machine, epochs run one
+-- after the other differ by +-10% on their own; each side's time here is summed over
+-- whole epochs. Used by examples/bench/run.lua and examples/whitebox.lua.
+local ds = require "deepsigns"
+local F = require "deepsigns.functional"
+
+local M = {}
+
+-- runs: list of functions; returns the seconds spent inside each
+function M.run(runs)
+  local cos, secs = {}, {}
+  for i, run in ipairs(runs) do cos[i], secs[i] = coroutine.create(run), 0 end
+  local live, round = #cos, 0
+  while live > 0 do
+    round = round + 1
+    for j = 1, #cos do
+      local i = round % 2 == 1 and j or #cos + 1 - j
+      local co = cos[i]
+      if coroutine.status(co) ~= "dead" then
+        local t = ds.clock()
+        local ok, err = coroutine.resume(co)
+        secs[i] = secs[i] + ds.clock() - t
+        if not ok then error(err, 0) end
+        if coroutine.status(co) == "dead" then live = live - 1 end
+      end
+    end
+  end
+  return secs
+end
+
+local function yielding_loss(logits, y)
+  local l = F.cross_entropy(logits, y)
+  coroutine.yield()
+  return l
+end
+
+-- Extra time of training `marked` with `regularizers` (nil: none, the method's own
+-- noise) over training `plain`, as a fraction, over `epochs` epochs of `data`.
+function M.overhead(plain, marked, data, regularizers, epochs)
+  local secs = M.run {
+    function() ds.train{model = plain, data = data, epochs = epochs, progress = false, loss = yielding_loss} end,
+    function() ds.train{model = marked, data = data, epochs = epochs, progress = false, loss = yielding_loss,
+      regularizers = regularizers} end}
+  return secs[2] / secs[1] - 1
+end
+
+return M
