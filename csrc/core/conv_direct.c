@@ -47,6 +47,8 @@ int ds_cdir_init(ds_cdir *d, int c, int h, int w, int co, int kh, int kw, int ph
   d->q = (int64_t)d->oh * d->wp, d->qr = round_up(d->q, NR);
   d->co16 = (int)round_up(co, WC);
   d->mplane = odd_lines((int64_t)d->oh * d->ow);
+  /* tap offsets are ints: an image too large for them takes the im2col path */
+  if (c * d->plane + (int64_t)kh * d->wp + d->qr >= INT32_MAX / 2) return 1;
   d->off = malloc(sizeof(int) * (size_t)d->kk);
   if (!d->off) return -1;
   for (int ci = 0; ci < c; ci++)

@@ -36,7 +36,8 @@ int ds_cdir_enabled(void);
 /* A plan for input c x h x w, co outputs, kernel kh x kw, padding ph, pw. wt (may be
  * NULL: weight gradient only) is co x c x kh x kw; with flip, wt is laid out
  * c x co x kh x kw (a layer's own weights, for its input gradient) and the plan
- * convolves with the kernel rotated by 180 degrees. Returns 0, or -1 out of memory. */
+ * convolves with the kernel rotated by 180 degrees. Returns 0; 1 when the image is too
+ * large for the plan's int offsets (use another path); -1 out of memory. */
 int ds_cdir_init(ds_cdir *d, int c, int h, int w, int co, int kh, int kw, int ph, int pw, const float *wt,
                  int flip);
 void ds_cdir_free(ds_cdir *d);

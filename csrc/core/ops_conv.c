@@ -255,13 +255,15 @@ ds_tensor *ds_conv2d(ds_tensor *x, ds_tensor *w, ds_tensor *b, ds_conv_params p,
   ds_cdir dir;
   int direct = ds_cdir_fits(p.kh, p.kw, p.sh, p.sw, p.ph, p.pw);
   if (direct) {
-    if (ds_cdir_init(&dir, (int)j.c, (int)j.h, (int)j.w, (int)j.co, p.kh, p.kw, p.ph, p.pw, j.wt, 0)) {
+    int st = ds_cdir_init(&dir, (int)j.c, (int)j.h, (int)j.w, (int)j.co, p.kh, p.kw, p.ph, p.pw, j.wt, 0);
+    if (st < 0) {
       ds_error("conv2d: out of memory");
       ds_release(y);
       y = NULL;
       goto done;
     }
-    j.dir = &dir, j.col_size = ds_cdir_forward_scratch(&dir);
+    if (st > 0) direct = 0; /* too large for the direct plan */
+    else j.dir = &dir, j.col_size = ds_cdir_forward_scratch(&dir);
   }
   int failed = run_parallel(&j, nt, direct ? direct_forward_range : conv_forward_range, NULL);
   if (direct) ds_cdir_free(&dir);
@@ -328,14 +330,21 @@ int ds_conv2d_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_tensor *yre
   }
   int direct = ds_cdir_fits(p.kh, p.kw, p.sh, p.sw, p.ph, p.pw);
   if (direct) {
-    if (ds_cdir_init(&dir, (int)j.c, (int)j.h, (int)j.w, (int)j.co, p.kh, p.kw, p.ph, p.pw, NULL, 0) ||
-        (gx && ds_cdir_init(&dir_gx, (int)j.co, j.oh, j.ow, (int)j.c, p.kh, p.kw, p.kh - 1 - p.ph, p.kw - 1 - p.pw,
-                            ds_data(cw), 1))) {
+    int st = ds_cdir_init(&dir, (int)j.c, (int)j.h, (int)j.w, (int)j.co, p.kh, p.kw, p.ph, p.pw, NULL, 0);
+    if (!st && gx)
+      st = ds_cdir_init(&dir_gx, (int)j.co, j.oh, j.ow, (int)j.c, p.kh, p.kw, p.kh - 1 - p.ph, p.kw - 1 - p.pw,
+                        ds_data(cw), 1);
+    if (st < 0) {
       ds_error("conv2d backward: out of memory");
       goto done;
     }
-    j.dir = &dir, j.dir_gx = gx ? &dir_gx : NULL;
-    j.col_size = ds_cdir_wgrad_scratch(&dir) + (gx ? ds_cdir_forward_scratch(&dir_gx) : 0);
+    if (st > 0) { /* too large for the direct plans */
+      ds_cdir_free(&dir), ds_cdir_free(&dir_gx);
+      direct = 0;
+    } else {
+      j.dir = &dir, j.dir_gx = gx ? &dir_gx : NULL;
+      j.col_size = ds_cdir_wgrad_scratch(&dir) + (gx ? ds_cdir_forward_scratch(&dir_gx) : 0);
+    }
   }
   int full = !direct && gx && full_conv_input_grad(&j);
   if (full && !(wflip = flip_kernel(&j, ds_data(cw)))) {
