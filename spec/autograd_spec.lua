@@ -298,6 +298,16 @@ describe("autograd", function()
       ds.manual_seed(5)
       local long = F.dropout(ds.ones(2002), 0.25, true):totable()
       for i = 1, 1001 do assert.equal(y[(i - 1) // 143 + 1][(i - 1) % 143 + 1], long[i]) end
+      -- the fused op draws the same mask as dropout_mask and applies it, also to a
+      -- non-contiguous input
+      local xt = ds.randn(9, 7):t()
+      ds.manual_seed(3)
+      local m1 = ds.core.dropout_mask(xt, 0.3)
+      ds.manual_seed(3)
+      local y2, m2 = ds.core.dropout(xt, 0.3)
+      assert.same(m1:totable(), m2:totable())
+      assert.is_true((y2 - xt * m2):abs():max():item() == 0)
+      assert.has_error(function() ds.core.dropout(xt, 1.5) end, "dropout: probability must be in [0, 1), got 1.5")
     end)
 
     it("batch norm in train and eval mode, 1-D and 2-D", function()

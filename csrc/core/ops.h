@@ -85,6 +85,8 @@ int ds_batchnorm_backward(ds_tensor *x, ds_tensor *gamma, ds_tensor *save_mean,
                           ds_tensor **ggamma, ds_tensor **gbeta);
 /* Mask of 0 or 1/(1-p) shaped like x. */
 ds_tensor *ds_dropout_mask(ds_tensor *x, float p);
+/* x * mask and the mask (the same draws as ds_dropout_mask), in one pass */
+ds_tensor *ds_dropout(ds_tensor *x, float p, ds_tensor **mask);
 /* Rows of x (along dim 0) at 0-based idx. */
 ds_tensor *ds_index_select(ds_tensor *x, const int64_t *idx, int64_t n);
 /* Zeros shaped like x (with x's first dim = rows) plus g added at rows idx. */

@@ -125,27 +125,47 @@ int ds_batchnorm_backward(ds_tensor *x, ds_tensor *gamma, ds_tensor *save_mean,
   return DS_OK;
 }
 
-ds_tensor *ds_dropout_mask(ds_tensor *x, float p) {
-  if (!(p >= 0 && p < 1)) {
-    ds_error("dropout: probability must be in [0, 1), got %g", p);
-    return NULL;
-  }
-  ds_tensor *m = ds_tensor_like(x);
-  if (!m) return NULL;
-  /* two 32-bit uniform draws per 64-bit output of the generator (low half first),
-   * drawn in blocks; the compare loop is branch-free so it vectorises */
-  float keep = 1.0f / (1.0f - p), *pm = ds_data(m);
+/* mask (n values of 0 or 1/(1-p)), and y = x * mask when x is given: two 32-bit uniform
+ * draws per 64-bit output of the generator (low half first), drawn in blocks; the
+ * compare loop is branch-free so it vectorises */
+static void dropout_fill(float *restrict pm, const float *restrict px, float *restrict py, int64_t n, float p) {
+  float keep = 1.0f / (1.0f - p);
   uint32_t thresh = (uint32_t)fmin((double)p * 4294967296.0, 4294967295.0);
   uint64_t r[256];
   uint32_t u[512];
-  int64_t n = ds_numel(m);
   for (int64_t i0 = 0; i0 < n; i0 += 512) {
     int64_t len = n - i0 < 512 ? n - i0 : 512;
     ds_rng_fill_u64(r, (len + 1) / 2);
     for (int64_t k = 0; k < (len + 1) / 2; k++) u[2 * k] = (uint32_t)r[k], u[2 * k + 1] = (uint32_t)(r[k] >> 32);
     for (int64_t i = 0; i < len; i++) pm[i0 + i] = u[i] >= thresh ? keep : 0.0f;
+    if (px)
+      for (int64_t i = i0; i < i0 + len; i++) py[i] = px[i] * pm[i];
   }
+}
+
+static int check_p(float p) {
+  if (!(p >= 0 && p < 1)) return ds_error("dropout: probability must be in [0, 1), got %g", p);
+  return DS_OK;
+}
+
+ds_tensor *ds_dropout_mask(ds_tensor *x, float p) {
+  if (check_p(p)) return NULL;
+  ds_tensor *m = ds_tensor_like(x);
+  if (m) dropout_fill(ds_data(m), NULL, NULL, ds_numel(m), p);
   return m;
+}
+
+ds_tensor *ds_dropout(ds_tensor *x, float p, ds_tensor **mask) {
+  if (check_p(p)) return NULL;
+  ds_tensor *cx = ds_contiguous(x), *m = cx ? ds_tensor_like(x) : NULL, *y = m ? ds_tensor_like(x) : NULL;
+  if (!y) {
+    ds_release(cx), ds_release(m);
+    return NULL;
+  }
+  dropout_fill(ds_data(m), ds_data(cx), ds_data(y), ds_numel(m), p);
+  ds_release(cx);
+  *mask = m;
+  return y;
 }
 
 ds_tensor *ds_index_select(ds_tensor *x, const int64_t *idx, int64_t n) {

@@ -113,6 +113,14 @@ static int l_batchnorm_backward(lua_State *L) {
   return 3;
 }
 
+static int l_dropout(lua_State *L) { /* (x, p) -> x * mask, mask */
+  ds_tensor *mask = NULL, *y = ds_dropout(lt_check(L, 1), (float)luaL_checknumber(L, 2), &mask);
+  if (!y) return lt_raise(L);
+  lt_push(L, y);
+  lt_push(L, mask);
+  return 2;
+}
+
 static int l_dropout_mask(lua_State *L) {
   lt_push(L, ds_dropout_mask(lt_check(L, 1), (float)luaL_checknumber(L, 2)));
   return 1;
@@ -238,7 +246,7 @@ static const luaL_Reg fns[] = {
     {"softmax_backward", l_softmax_backward}, {"cross_entropy", l_cross_entropy},
     {"cross_entropy_backward", l_cross_entropy_backward}, {"bce", l_bce}, {"bce_backward", l_bce_backward},
     {"batchnorm", l_batchnorm}, {"batchnorm_backward", l_batchnorm_backward},
-    {"dropout_mask", l_dropout_mask}, {"index_select", l_index_select}, {"index_add", l_index_add},
+    {"dropout_mask", l_dropout_mask}, {"dropout", l_dropout}, {"index_select", l_index_select}, {"index_add", l_index_add},
     {"gather_rows", l_gather_rows}, {"gather_rows_backward", l_gather_rows_backward},
     {"sgd_step", l_sgd_step}, {"adam_step", l_adam_step}, {"rmsprop_step", l_rmsprop_step},
     {"seed", l_seed}, {"rng_state", l_rng_state}, {"set_rng_state", l_set_rng_state},

@@ -117,8 +117,7 @@ end
 function F.dropout(x, p, training)
   check(x, "dropout")
   if not training or p == 0 then return x end
-  local mask = core.dropout_mask(x, p)
-  local y = core.binary("mul", x, mask)
+  local y, mask = core.dropout(x, p) -- the mask drawn and applied in one pass
   return record_fresh(y, {x}, function(g) return core.binary("mul", g, mask) end)
 end
 
