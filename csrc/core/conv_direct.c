@@ -157,13 +157,17 @@ const float *ds_cdir_grad_layouts(const ds_cdir *d, const float *gy, const float
   for (int o = 0; o < d->co; o++) {
     const float *g = gy + o * ohw, *m = yrelu ? yrelu + o * ohw : NULL;
     float *mk = masked + o * d->mplane, s = 0.0f;
-    if (m)
+    /* simd reductions: a plain float sum would be kept in order, one lane at a time */
+    if (m) {
+#pragma omp simd reduction(+ : s)
       for (int64_t k = 0; k < ohw; k++) {
-        float v = m[k] > 0.0f ? g[k] : 0.0f;
+        float gv = g[k], v = m[k] > 0.0f ? gv : 0.0f;
         mk[k] = v, s += v;
       }
-    else
+    } else {
+#pragma omp simd reduction(+ : s)
       for (int64_t k = 0; k < ohw; k++) mk[k] = g[k], s += g[k];
+    }
     if (gb) gb[o] += s;
   }
   /* gt[q][o], written along o (strided reads are cheaper than strided writes) */
