@@ -28,15 +28,7 @@ end
 
 -- SHA-256 of a model's weights (state_dict names, shapes and bytes).
 function K.model_hash(model)
-  -- load(path) for a key type whose decode(bytes, path) builds the key.
-function K.loader(who, decode)
-  return function(path)
-    if type(path) ~= "string" then error(who .. ": expects a file path", 2) end
-    return decode(S.read_file(path), path)
-  end
-end
-
-return K.digest(model:state_dict(), {})
+  return K.digest(model:state_dict(), {})
 end
 
 function K.save(path, tensors, metadata)
@@ -49,15 +41,7 @@ end
 
 -- Loads and verifies a key file of the given format ("deepsigns-wb-key", ...).
 function K.load(path, format, required)
-  -- load(path) for a key type whose decode(bytes, path) builds the key.
-function K.loader(who, decode)
-  return function(path)
-    if type(path) ~= "string" then error(who .. ": expects a file path", 2) end
-    return decode(S.read_file(path), path)
-  end
-end
-
-return K.decode(S.read_file(path), path, format, required)
+  return K.decode(S.read_file(path), path, format, required)
 end
 
 -- The same from the file's bytes (`path` names it in messages; the fuzzer uses this).
