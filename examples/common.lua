@@ -38,4 +38,14 @@ end
 
 function C.pct(x) return string.format("%.2f%%", 100 * x) end
 
+-- An attack sweep's rows as <stem>.csv, plus a white-box (BER) and a black-box
+-- (mismatches) plot against xlabel when gnuplot is there.
+function C.report(rows, stem, what, xlabel)
+  ds.report.csv(rows, stem .. ".csv")
+  if not ds.report.gnuplot_available() then return end
+  ds.report.plot(rows, stem .. "_wb", {title = "white-box: " .. what, xlabel = xlabel, score = "ber"})
+  ds.report.plot(rows, stem .. "_bb", {title = "black-box: " .. what, xlabel = xlabel, score = "mismatches"})
+  print("plots: " .. stem .. "_wb.png, " .. stem .. "_bb.png")
+end
+
 return C

@@ -23,9 +23,4 @@ for _, e in ipairs {50, 100, 200} do
   print(string.format("%7d | %9s | %6.3f %9s | %5d %6s", target, C.pct(r.accuracy), w.ber,
     w.detected and "detected" or "lost", d.mismatches, d.owned and "owned" or "lost"))
 end
-ds.report.csv(rows, opts.out .. "/paper_finetune.csv")
-if ds.report.gnuplot_available() then
-  ds.report.plot(rows, opts.out .. "/paper_finetune_wb", {title = "white-box: fine-tuning", xlabel = "epochs", score = "ber"})
-  ds.report.plot(rows, opts.out .. "/paper_finetune_bb", {title = "black-box: fine-tuning", xlabel = "epochs", score = "mismatches"})
-  print("plots: " .. opts.out .. "/paper_finetune_wb.png, " .. opts.out .. "/paper_finetune_bb.png")
-end
+C.report(rows, opts.out .. "/paper_finetune", "fine-tuning", "epochs")

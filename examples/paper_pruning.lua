@@ -33,9 +33,4 @@ for _, rate in ipairs {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.8, 0.9, 0.95, 
 end
 print(first_break and string.format("the white-box mark breaks at rate %g (BER %.3f, accuracy %s)", first_break.strength,
   first_break.ber, C.pct(first_break.accuracy)) or "the white-box mark survives every rate")
-ds.report.csv(rows, opts.out .. "/paper_pruning.csv")
-if ds.report.gnuplot_available() then
-  ds.report.plot(rows, opts.out .. "/paper_pruning_wb", {title = "white-box: pruning", xlabel = "pruning rate", score = "ber"})
-  ds.report.plot(rows, opts.out .. "/paper_pruning_bb", {title = "black-box: pruning", xlabel = "pruning rate", score = "mismatches"})
-  print("plots: " .. opts.out .. "/paper_pruning_wb.png, " .. opts.out .. "/paper_pruning_bb.png")
-end
+C.report(rows, opts.out .. "/paper_pruning", "pruning", "pruning rate")
