@@ -332,7 +332,7 @@ ds_tensor *ds_wm_unit_norm_backward(ds_tensor *c, float g) {
   return gc;
 }
 
-int ds_wm_unit_norm_vg(ds_tensor *c, float g, double *value, float *gc) {
+int ds_wm_unit_norm_acc(ds_tensor *c, float g, double *value, float *gc) {
   if (check_centres("wm_unit_norm", c, NULL)) return DS_EFAIL;
   *value = unit_norm_acc(ds_data(c), c->shape[0], c->shape[1], g, gc);
   return DS_OK;

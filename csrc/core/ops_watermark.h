@@ -50,29 +50,26 @@ int ds_wm_projection_vg(ds_tensor *m, ds_tensor *a, ds_tensor *b, float g, doubl
  * centres' separation and unit norm (gc: K x M), and the projection of rows crow of
  * c with bit rows brow of b (n of each; gc rows crow). */
 int ds_wm_separation_acc(ds_tensor *c, ds_tensor *y, float g, double *value, float *gc);
-int ds_wm_unit_norm_vg(ds_tensor *c, float g, double *value, float *gc);
+int ds_wm_unit_norm_acc(ds_tensor *c, float g, double *value, float *gc);
 int ds_wm_projection_rows_acc(ds_tensor *c, ds_tensor *a, ds_tensor *b, const int64_t *crow, const int64_t *brow,
                               int64_t n, float g, double *value, float *gc);
 
 /* Each variant's whole regularizer in one op (ops_watermark_loss.c): its value and
- * its gradients in one pass, built from the kernels above. Reference:
- * l1 (pull + separation + unit_norm)(h, y, c) + l2 projection of the centres of the
- * targets (class ids, s of them) present in y, with their rows of b (s x N).
- * Paper: over the rows of h whose class maps to a row of mu, (2 pull - push) l1 / B
- * + l2 projection of those rows' per-target means, with the present targets' rows of
- * b; 0 when no row maps (the means are constants inside push, as in ds_wm_push). */
+ * the centres' (or means') gradient in one pass, built from the kernels above; the
+ * activations' gradient is added later, in place, by the backward pass (ds_wm_pull_add,
+ * ds_rows_add). Reference: l1 (pull + separation + unit_norm)(h, y, c) + l2 projection
+ * of the centres of the targets (class ids, s of them) present in y, with their rows of
+ * b (s x N); d/dh = l1 (h_i - c_{y_i}). Paper: over the rows of h whose class maps to a
+ * row of mu, (2 pull - push) l1 / B + l2 projection of those rows' per-target means,
+ * with the present targets' rows of b; 0 when no row maps (the means are constants
+ * inside push, as in ds_wm_push). Its d/dh comes as those rows only: gt (nt x M) for
+ * the rows of h listed in rows_of_gt (0-based, as floats); both NULL when no target
+ * row is in y. ds_rows_add: acc[rows[k]] += g src[k], in place. */
 int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b, const int64_t *targets,
-                         int64_t s, float l1, float l2, float *value, ds_tensor **gh, ds_tensor **gc);
+                         int64_t s, float l1, float l2, float *value, ds_tensor **gc);
 int ds_wm_paper_loss(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b,
-                     const int64_t *row_of_class, int64_t classes, float l1, float l2, float *value, ds_tensor **gh,
-                     ds_tensor **gmu);
-
-/* The paper loss with d/dh as its target rows only: gt (nt x M) for the rows of h
- * listed in rows_of_gt (0-based, as floats); both NULL when no target row is in y.
- * ds_rows_add: acc[rows[k]] += g src[k], in place (the backward's deferred add). */
-int ds_wm_paper_loss_rows(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b, const int64_t *map,
-                          int64_t classes, float l1, float l2, float *value, ds_tensor **gt, ds_tensor **rows_of_gt,
-                          ds_tensor **gmu);
+                     const int64_t *row_of_class, int64_t classes, float l1, float l2, float *value, ds_tensor **gt,
+                     ds_tensor **rows_of_gt, ds_tensor **gmu);
 int ds_rows_add(ds_tensor *acc, ds_tensor *rows_idx, ds_tensor *src, float g);
 
 #endif

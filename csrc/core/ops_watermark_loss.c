@@ -11,12 +11,6 @@
 /* rows of x listed in idx (0-based) as a new tensor; n may be 0 -> NULL without error */
 static ds_tensor *rows(ds_tensor *x, const int64_t *idx, int64_t n) { return n ? ds_index_select(x, idx, n) : NULL; }
 
-/* adds the rows of src into dst's rows idx (both row-major with m columns) */
-static void scatter_add(float *dst, const float *src, const int64_t *idx, int64_t n, int64_t m, float scale) {
-  for (int64_t k = 0; k < n; k++)
-    for (int64_t j = 0; j < m; j++) dst[idx[k] * m + j] += scale * src[k * m + j];
-}
-
 static int check_common(const char *op, ds_tensor *h, ds_tensor *y, ds_tensor *a, ds_tensor *b) {
   char s1[128], s2[128], s3[128];
   if (h->ndim != 2 || y->ndim != 1 || y->shape[0] != h->shape[0] || a->ndim != 2 || a->shape[0] != h->shape[1] ||
@@ -50,24 +44,23 @@ static int check_reference(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *
 }
 
 int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b, const int64_t *targets,
-                         int64_t s, float l1, float l2, float *value, ds_tensor **gh, ds_tensor **gc) {
+                         int64_t s, float l1, float l2, float *value, ds_tensor **gc) {
   if (check_reference(h, y, c, a, b, targets, s)) return DS_EFAIL;
   int64_t buf[64], *crow = 2 * s + 1 <= 64 ? buf : malloc(sizeof *crow * (size_t)(2 * s + 1)), *brow;
   if (!crow) return ds_error("wm_reference_loss: out of memory");
   brow = crow + s;
   int64_t np = present_targets(y, targets, s, crow, brow);
   double pull = 0, sep = 0, un = 0, proj = 0;
-  ds_tensor *rh = NULL, *rc = NULL;
+  ds_tensor *rc = NULL;
   /* every term adds its gradient straight into the centres' gradient from the pull */
-  int fail = ds_wm_pull_vg(h, y, c, NULL, c->shape[0], l1, &pull, gh ? &rh : NULL, &rc) ||
-             ds_wm_separation_acc(c, y, l1, &sep, ds_data(rc)) || ds_wm_unit_norm_vg(c, l1, &un, ds_data(rc)) ||
+  int fail = ds_wm_pull_vg(h, y, c, NULL, c->shape[0], l1, &pull, NULL, &rc) ||
+             ds_wm_separation_acc(c, y, l1, &sep, ds_data(rc)) || ds_wm_unit_norm_acc(c, l1, &un, ds_data(rc)) ||
              (np && ds_wm_projection_rows_acc(c, a, b, crow, brow, np, l2, &proj, ds_data(rc)));
   if (!fail) {
     *value = (float)(l1 * (pull + sep + un) + l2 * proj);
-    if (gh) *gh = rh;
     *gc = rc;
   } else
-    ds_release(rh), ds_release(rc);
+    ds_release(rc);
   if (crow != buf) free(crow);
   return fail ? DS_EFAIL : DS_OK;
 }
@@ -176,25 +169,8 @@ static int paper_compute(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a
 }
 
 int ds_wm_paper_loss(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b, const int64_t *map,
-                     int64_t classes, float l1, float l2, float *value, ds_tensor **gh, ds_tensor **gmu) {
-  paper_rows r;
-  ds_tensor *gt = NULL, *rh = NULL;
-  if (paper_compute(h, y, mu, a, b, map, classes, l1, l2, value, &gt, &r, gmu)) return DS_EFAIL;
-  if (!(rh = ds_tensor_new(2, h->shape))) {
-    ds_release(gt), ds_release(*gmu);
-    paper_rows_free(&r);
-    return DS_EFAIL;
-  }
-  if (gt) scatter_add(ds_data(rh), ds_data(gt), r.idx, r.nt, h->shape[1], 1.0f);
-  *gh = rh;
-  ds_release(gt);
-  paper_rows_free(&r);
-  return DS_OK;
-}
-
-int ds_wm_paper_loss_rows(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b, const int64_t *map,
-                          int64_t classes, float l1, float l2, float *value, ds_tensor **gt, ds_tensor **rows_of_gt,
-                          ds_tensor **gmu) {
+                     int64_t classes, float l1, float l2, float *value, ds_tensor **gt, ds_tensor **rows_of_gt,
+                     ds_tensor **gmu) {
   paper_rows r;
   *gt = *rows_of_gt = NULL;
   if (paper_compute(h, y, mu, a, b, map, classes, l1, l2, value, gt, &r, gmu)) return DS_EFAIL;
@@ -220,10 +196,12 @@ int ds_rows_add(ds_tensor *acc, ds_tensor *rows_idx, ds_tensor *src, float g) {
     return ds_error("rows_add: rows %s do not fit the gradient %s", ds_shape_str(src, s1, sizeof s1),
                     ds_shape_str(acc, s2, sizeof s2));
   int64_t m = acc->shape[1];
-  for (int64_t k = 0; k < src->shape[0]; k++) {
+  for (int64_t k = 0; k < src->shape[0]; k++) { /* all checked before acc is touched */
     float v = ds_data(rows_idx)[k];
     if (!(v >= 0 && v < acc->shape[0])) return ds_error("rows_add: row %g out of range", v);
-    float *restrict dst = ds_data(acc) + (int64_t)v * m;
+  }
+  for (int64_t k = 0; k < src->shape[0]; k++) {
+    float *restrict dst = ds_data(acc) + (int64_t)ds_data(rows_idx)[k] * m;
     const float *restrict from = ds_data(src) + k * m;
 #pragma omp simd
     for (int64_t j = 0; j < m; j++) dst[j] += g * from[j];

@@ -82,27 +82,35 @@ static int l_projection_backward(lua_State *L) {
   return 1;
 }
 
-static int push_value_grads(lua_State *L, float value, ds_tensor *g1, ds_tensor *g2) {
-  lt_push(L, ds_scalar_tensor(value));
-  lt_push(L, g1);
-  lt_push(L, g2);
-  return 3;
-}
-
-/* (h, y, c, A, b, targets{class ids}, l1, l2, want_gh=true) -> loss, d/dh or nil, d/dc */
+/* (h, y, c, A, b, targets{class ids}, l1, l2) -> loss, d/dc (d/dh: wm_pull_add) */
 static int l_reference_loss(lua_State *L) {
   int64_t s, *targets = int_list(L, 6, &s, 0);
-  int want_gh = lua_isnoneornil(L, 9) || lua_toboolean(L, 9);
-  ds_tensor *gh = NULL, *gc;
+  ds_tensor *gc;
   float v;
   if (ds_wm_reference_loss(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5), targets, s,
-                           (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8), &v, want_gh ? &gh : NULL, &gc))
+                           (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8), &v, &gc))
     return lt_raise(L);
   lt_push(L, ds_scalar_tensor(v));
-  if (gh) lt_push(L, gh);
-  else lua_pushnil(L);
   lt_push(L, gc);
-  return 3;
+  return 2;
+}
+
+/* (h, y, mu, A, b, map, l1, l2) -> loss, d/dh on the target rows (or nil), d/dmu,
+ * those rows' ids (or nil) */
+static int l_paper_loss(lua_State *L) {
+  int64_t classes, *map = int_list(L, 6, &classes, -1);
+  ds_tensor *gt, *gmu, *ri;
+  float v;
+  if (ds_wm_paper_loss(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5), map, classes,
+                       (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8), &v, &gt, &ri, &gmu))
+    return lt_raise(L);
+  lt_push(L, ds_scalar_tensor(v));
+  if (gt) lt_push(L, gt);
+  else lua_pushnil(L);
+  lt_push(L, gmu);
+  if (ri) lt_push(L, ri);
+  else lua_pushnil(L);
+  return 4;
 }
 
 /* (acc, h, y, c, map|nil, classes, g): acc += g * d pull / dh, in place */
@@ -113,31 +121,6 @@ static int l_pull_add(lua_State *L) {
                      (float)luaL_checknumber(L, 7)))
     return lt_raise(L);
   return 0;
-}
-
-/* (h, y, mu, A, b, map, l1, l2, dense=true) -> loss, d/dh, d/dmu; with dense false,
- * d/dh comes as its target rows: loss, rows (nt x M) or nil, d/dmu, their row ids */
-static int l_paper_loss(lua_State *L) {
-  int64_t classes, *map = int_list(L, 6, &classes, -1);
-  ds_tensor *gh, *gmu, *ri;
-  float v;
-  float l1 = (float)luaL_checknumber(L, 7), l2 = (float)luaL_checknumber(L, 8);
-  if (lua_isnoneornil(L, 9) || lua_toboolean(L, 9)) {
-    if (ds_wm_paper_loss(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5), map,
-                         classes, l1, l2, &v, &gh, &gmu))
-      return lt_raise(L);
-    return push_value_grads(L, v, gh, gmu);
-  }
-  if (ds_wm_paper_loss_rows(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5), map,
-                            classes, l1, l2, &v, &gh, &ri, &gmu))
-    return lt_raise(L);
-  lt_push(L, ds_scalar_tensor(v));
-  if (gh) lt_push(L, gh);
-  else lua_pushnil(L);
-  lt_push(L, gmu);
-  if (ri) lt_push(L, ri);
-  else lua_pushnil(L);
-  return 4;
 }
 
 /* (acc, rows, src, g): acc[rows[k]] += g src[k] */

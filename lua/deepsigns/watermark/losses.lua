@@ -61,7 +61,7 @@ end
 -- Only the pull term depends on h: its gradient, l1 (h_i - c_{y_i}), is not made as a
 -- B x M buffer but added into h's accumulated gradient during the backward pass.
 function L.reference(h, y, c, a, b, targets, l1, l2)
-  local v, _, gc = core.wm_reference_loss(h, y, c, a, b, targets, l1, l2, false)
+  local v, gc = core.wm_reference_loss(h, y, c, a, b, targets, l1, l2)
   local classes = core.size(c, 1)
   return A.record(v, {h, c}, centre_grad(gc), false,
     {[1] = function(acc, g) core.wm_pull_add(acc, h, y, c, nil, classes, l1 * core.item(g)) end})
@@ -71,7 +71,7 @@ end
 -- d/dh is non-zero on the target rows only: those rows are added into h's accumulated
 -- gradient during the backward pass (no B x M buffer).
 function L.paper(h, y, mu, a, b, map, l1, l2)
-  local v, gt, gmu, rows = core.wm_paper_loss(h, y, mu, a, b, map, l1, l2, false)
+  local v, gt, gmu, rows = core.wm_paper_loss(h, y, mu, a, b, map, l1, l2)
   return A.record(v, {h, mu}, centre_grad(gmu), false,
     gt and {[1] = function(acc, g) core.wm_rows_add(acc, rows, gt, core.item(g)) end} or nil)
 end
