@@ -264,11 +264,15 @@ static int separation_acc(const float *pc, ds_tensor *y, int64_t k, int64_t m, f
     acc += (double)counts[u] * (s - 1) * d;
     if (!gc) continue;
     /* d/du = v d + (s - 1) 2 (u - v); d/dv = u d - (s - 1) 2 (u - v), with the nearest fixed */
-    float scale = (float)counts[u] * g / (float)b;
+    /* the coefficients rounded to float once, so that the loop runs in float lanes */
+    float scale = (float)counts[u] * g / (float)b, fd = (float)d * scale, fs = (float)((s - 1) * 2) * scale;
+    const float *restrict cu = pc + u * m, *restrict cv = pc + v * m;
+    float *restrict gu = gc + u * m, *restrict gv = gc + v * m;
+#pragma omp simd
     for (int64_t j = 0; j < m; j++) {
-      float cu = pc[u * m + j], cv = pc[v * m + j], diff = cu - cv;
-      gc[u * m + j] += scale * (float)(cv * d + (s - 1) * 2 * diff);
-      gc[v * m + j] += scale * (float)(cu * d - (s - 1) * 2 * diff);
+      float diff = cu[j] - cv[j];
+      gu[j] += cv[j] * fd + fs * diff;
+      gv[j] += cu[j] * fd - fs * diff;
     }
   }
   if (counts != buf) free(counts);
