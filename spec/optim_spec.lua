@@ -70,6 +70,43 @@ describe("optimisers", function()
     assert.is_nil(a.grad)
   end)
 
+  it("zero_grad recycles a weight gradient nobody read, never one someone holds", function()
+    local A = require "deepsigns.autograd"
+    local F = ds.functional
+    local x, w = ds.randn(5, 4), ds.randn(3, 4):requires_grad()
+    local opt = optim.SGD({w}, {lr = 0})
+    local want = ds.ones(5, 3):t():matmul(x) -- d sum(x W^T) / dW
+    F.linear(x, w):sum():backward()
+    local g1 = A.grad_of(w) -- internal access: not escaped
+    opt:zero_grad()
+    assert.is_nil(w.grad)
+    F.linear(x, w):sum():backward()
+    assert.equal(g1, A.grad_of(w)) -- the same buffer, written again
+    assert.tensor_near(want, w.grad)
+    -- read through w.grad: the holder keeps its values, the next backward writes elsewhere
+    local held = w.grad
+    opt:zero_grad()
+    F.linear(x * 2, w):sum():backward()
+    assert.tensor_near(want, held)
+    assert.tensor_near(want * 2, w.grad)
+    assert.not_equal(held, w.grad)
+    -- assigned by the user: never reused
+    local mine = ds.zeros(3, 4)
+    w.grad = mine
+    opt:zero_grad()
+    F.linear(x, w):sum():backward()
+    assert.tensor_near(ds.zeros(3, 4), mine)
+    assert.tensor_near(want, w.grad)
+    -- requires_grad off drops the spare buffer
+    F.linear(x, w):sum():backward()
+    opt:zero_grad()
+    w:requires_grad(false)
+    assert.is_nil(A.info(w).spare)
+    -- a wrong buffer is an error naming it
+    assert.has_error(function() ds.core.linear_backward(x, w, ds.ones(5, 3), false, true, false, ds.zeros(4, 3)) end,
+      "linear backward: weight-gradient buffer 4x3 is not a contiguous 3x4 tensor")
+  end)
+
   it("schedules the learning rate", function()
     local p = ds.tensor({1}):requires_grad()
     local opt = optim.SGD({p}, {lr = 1})

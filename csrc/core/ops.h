@@ -43,9 +43,11 @@ int ds_abs_kth(ds_tensor *const *ts, int n, int64_t k, float *out);
 ds_tensor *ds_matmul(ds_tensor *a, ds_tensor *b);
 /* y = x W^T + b (b may be NULL); x: B x in, W: out x in. */
 ds_tensor *ds_linear(ds_tensor *x, ds_tensor *w, ds_tensor *b);
-/* Any of gx, gw, gb may be NULL when not wanted. */
+/* Any of gx, gw, gb may be NULL when not wanted. gw_into (may be NULL): a contiguous
+ * out x in tensor the weight gradient is written into (and returned with a new
+ * reference) instead of a new one: a recycled buffer is still in cache. */
 int ds_linear_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_tensor **gx, ds_tensor **gw,
-                       ds_tensor **gb);
+                       ds_tensor **gb, ds_tensor *gw_into);
 /* Pairwise squared distances: a n x m, b k x m -> n x k. */
 ds_tensor *ds_sqdist(ds_tensor *a, ds_tensor *b);
 int ds_sqdist_backward(ds_tensor *a, ds_tensor *b, ds_tensor *g, ds_tensor **ga, ds_tensor **gb);

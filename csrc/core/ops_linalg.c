@@ -98,7 +98,7 @@ done:
 }
 
 int ds_linear_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_tensor **gx, ds_tensor **gw,
-                       ds_tensor **gb) {
+                       ds_tensor **gb, ds_tensor *gw_into) {
   if (check_linear(x, w, NULL)) return DS_EFAIL;
   int64_t bs = x->shape[0], in = x->shape[1], out_f = w->shape[0];
   if (gy->ndim != 2 || gy->shape[0] != bs || gy->shape[1] != out_f) {
@@ -106,6 +106,12 @@ int ds_linear_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_tensor **gx
     return ds_error("linear backward: gradient %s does not match output %lldx%lld (input %s)",
                     ds_shape_str(gy, s1, sizeof s1), (long long)bs, (long long)out_f,
                     ds_shape_str(x, s2, sizeof s2));
+  }
+  if (gw && gw_into && (gw_into->ndim != 2 || gw_into->shape[0] != out_f || gw_into->shape[1] != in ||
+                        !ds_is_contiguous(gw_into))) {
+    char s1[128];
+    return ds_error("linear backward: weight-gradient buffer %s is not a contiguous %lldx%lld tensor",
+                    ds_shape_str(gw_into, s1, sizeof s1), (long long)out_f, (long long)in);
   }
   int rc = DS_EFAIL;
   ds_tensor *cx = ds_contiguous(x), *cw = ds_contiguous(w), *cg = ds_contiguous(gy);
@@ -116,7 +122,10 @@ int ds_linear_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_tensor **gx
     ds_gemm(0, 0, bs, in, out_f, 1.0f, ds_data(cg), out_f, ds_data(cw), in, 0.0f, ds_data(rx), in);
   }
   if (gw) {
-    if (!(rw = ds_tensor_empty(2, (int64_t[]){out_f, in}))) goto done;
+    if (gw_into)
+      ds_retain(rw = gw_into);
+    else if (!(rw = ds_tensor_empty(2, (int64_t[]){out_f, in})))
+      goto done;
     ds_gemm(1, 0, out_f, in, bs, 1.0f, ds_data(cg), out_f, ds_data(cx), in, 0.0f, ds_data(rw), in);
   }
   if (gb) {

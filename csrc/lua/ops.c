@@ -139,16 +139,25 @@ static int l_linear(lua_State *L) {
   return 1;
 }
 
-/* linear_backward(x, w, gy, need_x, need_w, need_b) -> gx|nil, gw|nil, gb|nil */
+/* linear_backward(x, w, gy, need_x, need_w, need_b[, gw_into]) -> gx|nil, gw|nil, gb|nil;
+ * with gw_into the weight gradient is written into that tensor, which is returned */
 static int l_linear_backward(lua_State *L) {
-  ds_tensor *gx = NULL, *gw = NULL, *gb = NULL;
+  ds_tensor *gx = NULL, *gw = NULL, *gb = NULL, *into = lt_opt(L, 7);
+  int need_w = lua_toboolean(L, 5);
   if (ds_linear_backward(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lua_toboolean(L, 4) ? &gx : NULL,
-                         lua_toboolean(L, 5) ? &gw : NULL, lua_toboolean(L, 6) ? &gb : NULL))
+                         need_w ? &gw : NULL, lua_toboolean(L, 6) ? &gb : NULL, into))
     return lt_raise(L);
-  ds_tensor *r[3] = {gx, gw, gb};
-  for (int i = 0; i < 3; i++)
-    if (r[i]) lt_push(L, r[i]);
-    else lua_pushnil(L);
+  if (gx) lt_push(L, gx);
+  else lua_pushnil(L);
+  if (gw && into) { /* the caller's own tensor object, not a second box around it */
+    ds_release(gw);
+    lua_pushvalue(L, 7);
+  } else if (gw)
+    lt_push(L, gw);
+  else
+    lua_pushnil(L);
+  if (gb) lt_push(L, gb);
+  else lua_pushnil(L);
   return 3;
 }
 

@@ -38,7 +38,7 @@ function A.set_requires_grad(t, on, who)
     if not u then u = {}; setuv(t, u) end
     u.requires_grad = true
   elseif u then
-    u.requires_grad = nil
+    u.requires_grad, u.spare = nil, nil
   end
   return t
 end
@@ -111,6 +111,37 @@ end
 -- buffer and a pass. Weak keys: an entry goes with its tensor.
 A.fresh = setmetatable({}, {__mode = "k"})
 
+-- Recycled gradient buffers. A weight gradient a fused op wrote (marked recyclable
+-- here) that became a leaf's .grad and that nobody read through t.grad (tensor.lua
+-- marks a read or an assignment as escaped) is, at optimiser:zero_grad(), kept as the
+-- leaf's spare; the op's next backward writes into it (A.take_spare) instead of into
+-- a new buffer: memory that is still in cache, not fresh pages of a new allocation.
+-- A gradient someone may hold is never reused.
+A.recyclable = setmetatable({}, {__mode = "k"})
+
+-- The leaf's gradient without marking it escaped (optimisers, the training loop).
+function A.grad_of(t)
+  local u = getuv(t)
+  return u and u.grad
+end
+
+-- Drops the leaf's gradient, keeping the buffer as its spare when nobody can hold it.
+function A.drop_grad(t)
+  local u = getuv(t)
+  if not u then return end
+  local g = u.grad
+  if g ~= nil and not u.grad_escaped and A.recyclable[g] then u.spare = g end
+  u.grad, u.grad_escaped = nil, nil
+end
+
+-- The leaf's spare buffer (taken: used once), or nil.
+function A.take_spare(t)
+  local u = getuv(t)
+  local sp = u and u.spare
+  if sp ~= nil then u.spare = nil end
+  return sp
+end
+
 function A.backward(root, grad, retain_graph)
   local ru = getuv(root)
   if not (ru and (ru.node or ru.requires_grad)) then
@@ -134,7 +165,8 @@ function A.backward(root, grad, retain_graph)
   local function to_leaf(u, g)
     if handed[g] or not core.is_contiguous(g) then g = core.clone(g) end
     handed[g] = true
-    u.grad = u.grad and core.binary("add", u.grad, g) or g
+    if u.grad ~= nil then g = core.binary("add", u.grad, g) end
+    u.grad, u.grad_escaped = g, nil
   end
   if not ru.node then -- a leaf: its gradient is the seed itself
     to_leaf(ru, grad)

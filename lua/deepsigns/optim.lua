@@ -1,6 +1,7 @@
 -- Optimisers (each step is one fused C pass per parameter) and learning-rate schedules.
 local core = require "deepsigns.core"
 local T = require "deepsigns.tensor"
+local A = require "deepsigns.autograd"
 local class = require "deepsigns.class"
 
 local O = {}
@@ -33,15 +34,16 @@ function Optimizer:__init(params, opts, defaults)
   self.initial_lr = self.lr
 end
 
--- Drops the gradients (the next backward starts fresh).
+-- Drops the gradients (the next backward starts fresh; p.grad is nil until then).
+-- A gradient buffer nobody read through p.grad is reused by the next backward.
 function Optimizer:zero_grad()
-  for _, p in ipairs(self.params) do p.grad = nil end
+  for _, p in ipairs(self.params) do A.drop_grad(p) end
 end
 
 function Optimizer:step()
   self.iterations = self.iterations + 1
   for i, p in ipairs(self.params) do
-    local g = p.grad
+    local g = A.grad_of(p)
     if g ~= nil then
       if not core.is_contiguous(g) then g = core.clone(g) end
       self:update(p, g, self.state[i] or {}, i)

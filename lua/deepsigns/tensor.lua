@@ -337,7 +337,11 @@ mt.__methods = M
 mt.__index = function(x, k)
   local m = M[k]
   if m ~= nil then return m end
-  if k == "grad" then local u = getuv(x); return u and u.grad end
+  if k == "grad" then -- read: whoever took it may keep it, so it is never recycled
+    local u = getuv(x)
+    if u and u.grad ~= nil then u.grad_escaped = true end
+    return u and u.grad
+  end
   if math.type(k) == "integer" then
     if core.dim(x) == 1 then return core.get(x, k) end
     return M.select(x, 1, k)
@@ -351,7 +355,7 @@ mt.__newindex = function(x, k, v)
       check(v, "grad")
       if not u then u = {}; core.setuv(x, u) end
     end
-    if u then u.grad = v end
+    if u then u.grad, u.grad_escaped = v, v ~= nil or nil end
   elseif math.type(k) == "integer" then
     if core.dim(x) == 1 then core.set(x, k, v) else core.copy(core.select(x, 1, k), type(v) == "number" and core.full({}, v) or v) end
   else

@@ -216,7 +216,7 @@ function TR.train(opts)
       total:backward()
       if on_nonfinite ~= "ignore" then
         for _, p in ipairs(opt.params) do
-          local g = p.grad
+          local g = A.grad_of(p)
           if g and not core.all_finite(g) then
             if on_nonfinite == "skip" then s.skipped = s.skipped + 1; goto continue end
             error(string.format("train: a gradient is not finite at epoch %d, batch %d", epoch, b), 2)
