@@ -278,8 +278,8 @@ describe("autograd", function()
       assert.equal(x, F.dropout(x, 0.3, false))
     end)
 
-    it("dropout masks: the drop rate, the 1/(1-p) scale, one stream across block edges", function()
-      -- 1001 elements: odd, and not a multiple of the 512-draw block the mask is made in
+    it("dropout masks: the drop rate, the 1/(1-p) scale, one stream whatever the blocks and threads", function()
+      -- 1001 elements: odd, and split unevenly between threads
       local x = ds.ones(7, 143)
       ds.manual_seed(5)
       local y = F.dropout(x, 0.25, true):totable()
@@ -298,6 +298,17 @@ describe("autograd", function()
       ds.manual_seed(5)
       local long = F.dropout(ds.ones(2002), 0.25, true):totable()
       for i = 1, 1001 do assert.equal(y[(i - 1) // 143 + 1][(i - 1) % 143 + 1], long[i]) end
+      -- a mask large enough to be made on all threads is the same made on one
+      local nt = ds.get_num_threads()
+      ds.manual_seed(9)
+      local _, big = ds.core.dropout(ds.ones(300, 301), 0.5)
+      ds.set_num_threads(1)
+      ds.manual_seed(9)
+      local _, big1 = ds.core.dropout(ds.ones(300, 301), 0.5)
+      ds.set_num_threads(nt)
+      assert.is_true(ds.core.item(ds.core.sum(ds.core.binary("ne", big, big1))) == 0)
+      local kept = ds.core.item(ds.core.sum(ds.core.binary("gt", big, 0))) / (300 * 301)
+      assert.is_true(math.abs(kept - 0.5) < 0.01, "kept " .. kept)
       -- the fused op draws the same mask as dropout_mask and applies it, also to a
       -- non-contiguous input
       local xt = ds.randn(9, 7):t()
