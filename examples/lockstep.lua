@@ -1,5 +1,5 @@
--- Training overhead measured in lockstep: a plain and a marked ds.train run as two
--- coroutines switched every batch inside the loss (who goes first alternates, ABBA),
+-- Training overhead measured in lockstep: a plain and a marked ds.train run as
+-- coroutines switched every batch inside the loss (the order reverses every round),
 -- so both see the same machine at the same moment. On a shared machine, epochs run one
 -- after the other differ by +-10% on their own; each side's time here is summed over
 -- whole epochs. Used by examples/bench/run.lua and examples/whitebox.lua.
@@ -36,13 +36,19 @@ local function yielding_loss(logits, y)
   return l
 end
 
+-- A run for M.run: `epochs` epochs of ds.train on `data` (regularizers may be nil),
+-- yielding after every batch.
+function M.trainer(model, data, regularizers, epochs)
+  return function()
+    ds.train{model = model, data = data, epochs = epochs, progress = false, loss = yielding_loss,
+      regularizers = regularizers}
+  end
+end
+
 -- Extra time of training `marked` with `regularizers` (nil: none, the method's own
 -- noise) over training `plain`, as a fraction, over `epochs` epochs of `data`.
 function M.overhead(plain, marked, data, regularizers, epochs)
-  local secs = M.run {
-    function() ds.train{model = plain, data = data, epochs = epochs, progress = false, loss = yielding_loss} end,
-    function() ds.train{model = marked, data = data, epochs = epochs, progress = false, loss = yielding_loss,
-      regularizers = regularizers} end}
+  local secs = M.run {M.trainer(plain, data, nil, epochs), M.trainer(marked, data, regularizers, epochs)}
   return secs[2] / secs[1] - 1
 end
 
