@@ -1,5 +1,5 @@
 -- Training overhead measured in lockstep: a plain and a marked ds.train run as
--- coroutines switched every batch inside the loss (the order reverses every round),
+-- coroutines switched every batch inside the loss (the order rotates every round),
 -- so both see the same machine at the same moment. On a shared machine, epochs run one
 -- after the other differ by +-10% on their own; each side's time here is summed over
 -- whole epochs. Used by examples/bench/run.lua and examples/whitebox.lua.
@@ -16,7 +16,9 @@ function M.run(runs)
   while live > 0 do
     round = round + 1
     for j = 1, #cos do
-      local i = round % 2 == 1 and j or #cos + 1 - j
+      -- the order rotates by one every round: no run ever follows itself (its data
+      -- still in cache) more often than another (for two runs: ABBA)
+      local i = (j + round - 2) % #cos + 1
       local co = cos[i]
       if coroutine.status(co) ~= "dead" then
         local t = ds.clock()
