@@ -78,6 +78,30 @@ describe("white-box watermark", function()
       end, h0, mu)}
       assert.near(composed[1], fused[1], 1e-4 * math.abs(composed[1]))
       for i = 2, 3 do assert.is_true((fused[i] - composed[i]):abs():max():item() < 1e-4) end
+      -- on a ReLU's output the pull's gradient is folded into the ReLU's backward: the
+      -- same gradients as through a node that does not fold it, and gradient-checked
+      local w = ds.randn(7, 4)
+      local function through_relu(fold)
+        local x, c = (h0 * 0.7):requires_grad(), c0:clone():requires_grad()
+        local h = x:relu()
+        if not fold then h = h * 1 end -- a multiply in between: the separate add
+        local v = (h * w):sum() + L.reference(h, y, c, a, b, targets, l1, l2)
+        v:backward()
+        return x.grad, c.grad
+      end
+      local xf, cf = through_relu(true)
+      local xs, cs = through_relu(false)
+      assert.is_true((xf - xs):abs():max():item() < 1e-6)
+      assert.is_true((cf - cs):abs():max():item() < 1e-6)
+      H.gradcheck(function(x, c) return (x:relu() * w):sum() + L.reference(x:relu(), y, c, a, b, targets, l1, l2) end,
+        {(ds.randn(7, 4) * 0.5):sign() * (ds.rand(7, 4) * 0.5 + 0.2), c5:narrow(1, 1, 4):clone()})
+      H.gradcheck(function(x, c)
+        local h = x:relu()
+        return (h * w):sum() + L.reference(h, y, c, a, b, targets, l1, l2)
+      end, {(ds.randn(7, 4) * 0.5):sign() * (ds.rand(7, 4) * 0.5 + 0.2), c5:narrow(1, 1, 4):clone()})
+      assert.has_error(function() ds.core.wm_relu_pull_backward(ds.randn(7, 4), ds.randn(7, 3), y, c0, nil, 4, 1) end,
+        "wm_relu_pull_backward: gradient 7x3 does not match activations 7x4")
+
       -- no target-class row in the batch: zero loss and gradients
       local none = L.paper(ds.randn(2, 4), ds.tensor{1, 3}, mu, a, b, map, l1, l2)
       assert.equal(0, none:item())

@@ -5,6 +5,7 @@
 #include <string.h>
 #include "blas.h"
 #include "error.h"
+#include "parallel.h"
 
 static int check_hyc(const char *op, ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *row_of_class,
                      int64_t classes) {
@@ -143,6 +144,59 @@ int ds_wm_pull_add(ds_tensor *acc, ds_tensor *h, ds_tensor *y, ds_tensor *c, con
     for (int64_t k = 0; k < m; k++) ai[k] += g * (hi[k] - cr[k]);
   }
   return DS_OK;
+}
+
+typedef struct relu_pull_job {
+  const float *x, *g, *c, *y;
+  float *r, scale;
+  const int64_t *map;
+  int64_t m;
+} relu_pull_job;
+
+/* no-trapping-math: GCC would not compute v where the mask drops it, and made a branch
+ * per element of the select */
+__attribute__((optimize("no-trapping-math"))) static void relu_pull_rows(void *ctx, int64_t lo, int64_t hi) {
+  const relu_pull_job *j = ctx;
+  int64_t m = j->m;
+  float s = j->scale;
+  for (int64_t i = lo; i < hi; i++) {
+    int64_t row = row_of(j->map, j->y[i]);
+    const float *restrict xi = j->x + i * m, *restrict gi = j->g + i * m;
+    float *restrict ri = j->r + i * m;
+    if (row < 0) {
+#pragma omp simd
+      for (int64_t k = 0; k < m; k++) ri[k] = xi[k] > 0 ? gi[k] : 0.0f;
+    } else {
+      const float *restrict cr = j->c + row * m;
+#pragma omp simd
+      for (int64_t k = 0; k < m; k++) { /* computed everywhere, then selected: a vector loop */
+        float v = gi[k] + s * (xi[k] - cr[k]);
+        ri[k] = xi[k] > 0 ? v : 0.0f;
+      }
+    }
+  }
+}
+
+ds_tensor *ds_wm_relu_pull_backward(ds_tensor *x, ds_tensor *gh, ds_tensor *y, ds_tensor *c,
+                                    const int64_t *map, int64_t classes, float g) {
+  if (check_hyc("wm_relu_pull_backward", x, y, c, map, classes)) return NULL;
+  if (!ds_same_shape(gh, x)) {
+    char s1[128], s2[128];
+    ds_error("wm_relu_pull_backward: gradient %s does not match activations %s", ds_shape_str(gh, s1, sizeof s1),
+             ds_shape_str(x, s2, sizeof s2));
+    return NULL;
+  }
+  ds_tensor *cg = ds_contiguous(gh), *r = cg ? ds_tensor_empty(2, x->shape) : NULL;
+  if (!r) {
+    ds_release(cg);
+    return NULL;
+  }
+  int64_t b = x->shape[0], m = x->shape[1];
+  relu_pull_job job = {ds_data(x), ds_data(cg), ds_data(c), ds_data(y), ds_data(r), g, map, m};
+  /* rows on the threads, as the element-wise ops before split them */
+  ds_parallel_ranges(b, m ? ((1 << 15) + m - 1) / m : b + 1, relu_pull_rows, &job);
+  ds_release(cg);
+  return r;
 }
 
 /* The push of sample i from centre r is capped at the distance between its own

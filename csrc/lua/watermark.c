@@ -123,6 +123,15 @@ static int l_pull_add(lua_State *L) {
   return 0;
 }
 
+/* (x, gh, y, c, map|nil, classes, g) -> [x > 0] (gh + g (x - c_y)) */
+static int l_relu_pull_backward(lua_State *L) {
+  int64_t classes = luaL_optinteger(L, 6, 0);
+  int64_t *map = class_map(L, 5, &classes);
+  lt_push(L, ds_wm_relu_pull_backward(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), map, classes,
+                                      (float)luaL_checknumber(L, 7)));
+  return 1;
+}
+
 /* (acc, rows, src, g): acc[rows[k]] += g src[k] */
 static int l_rows_add(lua_State *L) {
   if (ds_rows_add(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), (float)luaL_checknumber(L, 4))) return lt_raise(L);
@@ -131,6 +140,7 @@ static int l_rows_add(lua_State *L) {
 
 static const luaL_Reg fns[] = {{"wm_reference_loss", l_reference_loss}, {"wm_paper_loss", l_paper_loss},
                                {"wm_pull_add", l_pull_add}, {"wm_rows_add", l_rows_add},
+                               {"wm_relu_pull_backward", l_relu_pull_backward},
                                {"wm_pull", l_pull}, {"wm_pull_backward", l_pull_backward}, {"wm_push", l_push},
                                {"wm_push_backward", l_push_backward}, {"wm_separation", l_separation},
                                {"wm_separation_backward", l_separation_backward}, {"wm_unit_norm", l_unit_norm},

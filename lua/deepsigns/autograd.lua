@@ -51,7 +51,10 @@ end
 -- defer: {[j] = fn(acc, g)} for inputs whose gradient is not returned by backward
 -- but added by fn into acc, that input's otherwise complete gradient, in place
 -- (g: this node's incoming gradient). A loss term over an activation then writes no
--- buffer of its own: it adds into the gradient already flowing there.
+-- buffer of its own: it adds into the gradient already flowing there. An entry may
+-- instead be {fn = fn, pull = {y =, c =, classes =, scale = fn(g)}}: when the input is
+-- a ReLU's output and this is its only deferred add, the ReLU's backward takes the
+-- term into its own pass (node.fuse_pull) and fn is not run.
 function A.record(out, inputs, backward, fresh, defer)
   if not enabled then return out end
   local needs, any = {}, false
@@ -184,6 +187,15 @@ function A.backward(root, grad, retain_graph)
     grads[t] = nil
     local node = getuv(t).node
     local later = deferred[t]
+    local fused = nil
+    if later and g ~= nil and #later == 1 and later[1][3] and node.fuse_pull and node.needs[1] then
+      -- the one deferred term folded into the ReLU's backward: no separate pass over g
+      deferred[t] = nil
+      local d = later[1]
+      local p = d[3]
+      fused = node.fuse_pull(g, {y = p.y, c = p.c, classes = p.classes, scale = p.scale(d[2])})
+      later = nil
+    end
     if later then
       deferred[t] = nil
       if g == nil then
@@ -197,7 +209,7 @@ function A.backward(root, grad, retain_graph)
       if not node.backward then
         error("backward: the graph was already freed; pass retain_graph=true to the first backward", 3)
       end
-      local gs = table.pack(node.backward(g, node.needs))
+      local gs = fused and table.pack(fused) or table.pack(node.backward(g, node.needs))
       if node.fresh then
         for j = 1, gs.n do if gs[j] ~= nil then A.fresh[gs[j]] = true end end
       end
@@ -232,13 +244,15 @@ function A.backward(root, grad, retain_graph)
         end
       end
       if node.defer then
-        for j, fn in pairs(node.defer) do
+        for j, entry in pairs(node.defer) do
           local x = node.inputs[j]
+          local fn, pull = entry, nil
+          if type(entry) == "table" then fn, pull = entry.fn, entry.pull end
           if node.needs[j] then
             local xu = getuv(x)
             if xu.node then
               deferred[x] = deferred[x] or {}
-              table.insert(deferred[x], {fn, g})
+              table.insert(deferred[x], {fn, g, pull})
             else -- a leaf: its gradient made here
               local acc = core.zeros(core.size(x))
               fn(acc, g)
@@ -248,7 +262,7 @@ function A.backward(root, grad, retain_graph)
         end
       end
     end
-    if not retain_graph then node.backward, node.inputs = nil, {} end
+    if not retain_graph then node.backward, node.inputs, node.fuse_pull = nil, {}, nil end
   end
 end
 

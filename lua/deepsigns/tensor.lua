@@ -87,7 +87,18 @@ local function unop(name, keep_out)
     check(x, name)
     local y = unary(name, x, p)
     -- fresh: unary_backward returns a new tensor (autograd.record)
-    return record(y, {x}, function(g) return unary_backward(name, x, keep_out and y or nil, g, p) end, true)
+    record(y, {x}, function(g) return unary_backward(name, x, keep_out and y or nil, g, p) end, true)
+    if name == "relu" then
+      -- a white-box pull on this ReLU's output folds its gradient into this backward
+      -- (autograd.backward: a deferred add with a `pull` form)
+      local u = getuv(y)
+      if u and u.node then
+        u.node.fuse_pull = function(g, d)
+          return core.wm_relu_pull_backward(x, g, d.y, d.c, nil, d.classes, d.scale)
+        end
+      end
+    end
+    return y
   end
 end
 for _, name in ipairs {"neg", "log", "abs", "relu", "square"} do M[name] = unop(name, false) end

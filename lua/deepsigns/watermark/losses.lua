@@ -59,12 +59,15 @@ end
 
 -- reference: l1 (pull + separation + unit_norm) + l2 projection(centres of the targets in y).
 -- Only the pull term depends on h: its gradient, l1 (h_i - c_{y_i}), is not made as a
--- B x M buffer but added into h's accumulated gradient during the backward pass.
+-- B x M buffer but added into h's accumulated gradient during the backward pass, or,
+-- when h is a ReLU's output, folded into that ReLU's backward pass.
 function L.reference(h, y, c, a, b, targets, l1, l2)
   local v, gc = core.wm_reference_loss(h, y, c, a, b, targets, l1, l2)
   local classes = core.size(c, 1)
+  local function scale(g) return l1 * core.item(g) end
   return A.record(v, {h, c}, centre_grad(gc), false,
-    {[1] = function(acc, g) core.wm_pull_add(acc, h, y, c, nil, classes, l1 * core.item(g)) end})
+    {[1] = {fn = function(acc, g) core.wm_pull_add(acc, h, y, c, nil, classes, scale(g)) end,
+      pull = {y = y, c = c, classes = classes, scale = scale}}})
 end
 
 -- paper: (2 pull - push) l1 / B over the target rows + l2 projection(their batch means).
