@@ -153,9 +153,14 @@ typedef struct relu_pull_job {
   int64_t m;
 } relu_pull_job;
 
-/* no-trapping-math: GCC would not compute v where the mask drops it, and made a branch
- * per element of the select */
-__attribute__((optimize("no-trapping-math"))) static void relu_pull_rows(void *ctx, int64_t lo, int64_t hi) {
+/* GCC (12) sank v into the select's true branch and made a scalar branch per element;
+ * without trapping math it computes v everywhere and vectorises (7x faster) */
+#if defined(__GNUC__) && !defined(__clang__)
+#define SELECT_VECTORISES __attribute__((optimize("no-trapping-math")))
+#else
+#define SELECT_VECTORISES
+#endif
+SELECT_VECTORISES static void relu_pull_rows(void *ctx, int64_t lo, int64_t hi) {
   const relu_pull_job *j = ctx;
   int64_t m = j->m;
   float s = j->scale;
