@@ -126,10 +126,8 @@ int ds_batchnorm_backward(ds_tensor *x, ds_tensor *gamma, ds_tensor *save_mean,
   return DS_OK;
 }
 
-/* mask (n values of 0 or 1/(1-p)), and y = x * mask when x is given: two 32-bit uniform
- * draws per 64-bit output of the generator (low half first), drawn in blocks; the
- * compare loop is branch-free so it vectorises */
-/* Dropout masks from a counter-based generator: element i keeps its value when
+/* Dropout masks (n values of 0 or 1/(1-p); y = x * mask when x is given) from a
+ * counter-based generator: element i keeps its value when
  * hash(key, i) >= p 2^32, with the key one draw of the global generator per mask. Each
  * element depends only on the key and its index, so the mask is the same whatever the
  * thread count and the blocks run on all threads in vector lanes (the sequential

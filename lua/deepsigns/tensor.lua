@@ -82,6 +82,10 @@ for _, name in ipairs {"eq", "ne", "lt", "le", "gt", "ge"} do
 end
 
 -- unary ops: the backward reads the input (and the output where cheaper)
+-- A white-box pull on a ReLU's output folds its gradient into the ReLU's backward
+-- (autograd.backward: a deferred add with a `pull` form); x: the ReLU's input.
+local function relu_fuse_pull(g, d, x) return core.wm_relu_pull_backward(x, g, d.y, d.c, nil, d.classes, d.scale) end
+
 local function unop(name, keep_out)
   return function(x, p)
     check(x, name)
@@ -89,14 +93,8 @@ local function unop(name, keep_out)
     -- fresh: unary_backward returns a new tensor (autograd.record)
     record(y, {x}, function(g) return unary_backward(name, x, keep_out and y or nil, g, p) end, true)
     if name == "relu" then
-      -- a white-box pull on this ReLU's output folds its gradient into this backward
-      -- (autograd.backward: a deferred add with a `pull` form)
       local u = getuv(y)
-      if u and u.node then
-        u.node.fuse_pull = function(g, d)
-          return core.wm_relu_pull_backward(x, g, d.y, d.c, nil, d.classes, d.scale)
-        end
-      end
+      if u and u.node then u.node.fuse_pull = relu_fuse_pull end
     end
     return y
   end
