@@ -10,10 +10,16 @@
 ds_tensor *ds_sum_all(ds_tensor *x) {
   ds_tensor *c = ds_contiguous(x);
   if (!c) return NULL;
-  double acc = 0;
+  /* in double, in 16 lanes (four vector registers, so that the adds do not wait on
+   * each other), summed at the end: the serial loop ran at one element a nanosecond */
   const float *a = ds_data(c);
-  int64_t n = ds_numel(c);
-  for (int64_t i = 0; i < n; i++) acc += a[i];
+  int64_t n = ds_numel(c), i = 0;
+  double lane[16] = {0}, acc = 0;
+  for (; i + 16 <= n; i += 16)
+#pragma omp simd
+    for (int j = 0; j < 16; j++) lane[j] += a[i + j];
+  for (; i < n; i++) acc += a[i];
+  for (int j = 0; j < 16; j++) acc += lane[j];
   ds_release(c);
   return ds_scalar_tensor((float)acc);
 }
