@@ -102,6 +102,23 @@ describe("white-box watermark", function()
       assert.has_error(function() ds.core.wm_relu_pull_backward(ds.randn(7, 4), ds.randn(7, 3), y, c0, nil, 4, 1) end,
         "wm_relu_pull_backward: gradient 7x3 does not match activations 7x4")
 
+      -- a batch large enough for the pull and the centre terms to run side by side on two
+      -- threads: the same loss and centre gradient as on one (up to float rounding)
+      do
+        local n_threads = ds.get_num_threads()
+        local labels = {}
+        for i = 1, 128 do labels[i] = (i - 1) % 10 end
+        local hb, yb, cb = ds.rand(128, 512), ds.tensor(labels), ds.randn(10, 512) * 0.05
+        local ab, bb = ds.randn(512, 32), (ds.rand(2, 32) - 0.5):sign() * 0.5 + 0.5
+        ds.set_num_threads(2)
+        local v2, g2 = ds.core.wm_reference_loss(hb, yb, cb, ab, bb, {0, 3}, 0.01, 0.01)
+        ds.set_num_threads(1)
+        local v1, g1 = ds.core.wm_reference_loss(hb, yb, cb, ab, bb, {0, 3}, 0.01, 0.01)
+        ds.set_num_threads(n_threads)
+        assert.near(v1:item(), v2:item(), 1e-5 * math.abs(v1:item()))
+        assert.is_true((g1 - g2):abs():max():item() < 1e-6)
+      end
+
       -- no target-class row in the batch: zero loss and gradients
       local none = L.paper(ds.randn(2, 4), ds.tensor{1, 3}, mu, a, b, map, l1, l2)
       assert.equal(0, none:item())

@@ -5,6 +5,7 @@
 #include "ops.h"
 #include "ops_watermark.h"
 #include "error.h"
+#include "blas.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,18 +50,47 @@ int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a,
   int64_t buf[64], *crow = 2 * s + 1 <= 64 ? buf : malloc(sizeof *crow * (size_t)(2 * s + 1)), *brow;
   if (!crow) return ds_error("wm_reference_loss: out of memory");
   brow = crow + s;
-  int64_t np = present_targets(y, targets, s, crow, brow);
+  int64_t np = present_targets(y, targets, s, crow, brow), kc = ds_numel(c);
   double pull = 0, sep = 0, un = 0, proj = 0;
   ds_tensor *rc = NULL;
-  /* every term adds its gradient straight into the centres' gradient from the pull */
-  int fail = ds_wm_pull_vg(h, y, c, NULL, c->shape[0], l1, &pull, NULL, &rc) ||
-             ds_wm_separation_acc(c, y, l1, &sep, ds_data(rc)) || ds_wm_unit_norm_acc(c, l1, &un, ds_data(rc)) ||
-             (np && ds_wm_projection_rows_acc(c, a, b, crow, brow, np, l2, &proj, ds_data(rc)));
+  /* The pull (over the batch's activations) and the centre terms (separation, unit
+   * norm and the projection, which reads A from memory) are independent: with two
+   * threads they run side by side, the centre terms into a buffer of their own that is
+   * added after; on one thread, every term adds straight into the pull's gradient. */
+  int two = ds_get_num_threads() > 1 && h->shape[0] * h->shape[1] >= (1 << 15);
+  float *side = two ? calloc((size_t)kc, sizeof(float)) : NULL;
+  two = side != NULL; /* no scratch: the serial order */
+  int fail_pull = 0, fail_side = 0;
+  if (side) {
+#pragma omp parallel sections num_threads(2)
+    {
+#pragma omp section
+      fail_pull = ds_wm_pull_vg(h, y, c, NULL, c->shape[0], l1, &pull, NULL, &rc);
+#pragma omp section
+      fail_side = ds_wm_separation_acc(c, y, l1, &sep, side) || ds_wm_unit_norm_acc(c, l1, &un, side) ||
+                  (np && ds_wm_projection_rows_acc(c, a, b, crow, brow, np, l2, &proj, side));
+    }
+    if (!fail_pull && !fail_side) {
+      float *restrict g = ds_data(rc);
+#pragma omp simd
+      for (int64_t k = 0; k < kc; k++) g[k] += side[k];
+    }
+    free(side);
+  } else {
+    fail_pull = ds_wm_pull_vg(h, y, c, NULL, c->shape[0], l1, &pull, NULL, &rc);
+    fail_side = !fail_pull && (ds_wm_separation_acc(c, y, l1, &sep, ds_data(rc)) ||
+                               ds_wm_unit_norm_acc(c, l1, &un, ds_data(rc)) ||
+                               (np && ds_wm_projection_rows_acc(c, a, b, crow, brow, np, l2, &proj, ds_data(rc))));
+  }
+  int fail = fail_pull || fail_side;
   if (!fail) {
     *value = (float)(l1 * (pull + sep + un) + l2 * proj);
     *gc = rc;
-  } else
+  } else {
     ds_release(rc);
+    /* a message set on the other thread is not this one's */
+    if (two) ds_error("wm_reference_loss: out of memory");
+  }
   if (crow != buf) free(crow);
   return fail ? DS_EFAIL : DS_OK;
 }
