@@ -101,6 +101,13 @@ describe("white-box watermark", function()
       end, {(ds.randn(7, 4) * 0.5):sign() * (ds.rand(7, 4) * 0.5 + 0.2), c5:narrow(1, 1, 4):clone()})
       assert.has_error(function() ds.core.wm_relu_pull_backward(ds.randn(7, 4), ds.randn(7, 3), y, c0, nil, 4, 1) end,
         "wm_relu_pull_backward: gradient 7x3 does not match activations 7x4")
+      -- more classes than centre rows and no class map: an error, not a read past the centres
+      for _, op in ipairs {"wm_pull", "wm_relu_pull_backward"} do
+        local args = op == "wm_pull" and {ds.randn(4, 3), ds.tensor{0, 1, 5, 7}, ds.randn(2, 3), nil, 8}
+          or {ds.randn(4, 3), ds.randn(4, 3), ds.tensor{0, 1, 5, 7}, ds.randn(2, 3), nil, 8, 1}
+        assert.has_error(function() ds.core[op](table.unpack(args, 1, op == "wm_pull" and 5 or 7)) end,
+          op .. ": 8 classes but 2 centre rows (pass a class map)")
+      end
 
       -- a batch large enough for the pull and the centre terms to run side by side on two
       -- threads: the same loss and centre gradient as on one (up to float rounding)

@@ -19,9 +19,12 @@ static int check_hyc(const char *op, ds_tensor *h, ds_tensor *y, ds_tensor *c, c
     if (!(v >= 0 && v < classes)) return ds_error("%s: label %g at row %lld is not a class id in 0..%lld", op, v,
                                                   (long long)i + 1, (long long)classes - 1);
   }
-  if (row_of_class)
+  if (row_of_class) {
     for (int64_t k = 0; k < classes; k++)
       if (row_of_class[k] >= c->shape[0]) return ds_error("%s: class %lld maps to a missing centre row", op, (long long)k);
+  } else if (classes > c->shape[0]) /* without a map a class id is a centre row */
+    return ds_error("%s: %lld classes but %lld centre rows (pass a class map)", op, (long long)classes,
+                    (long long)c->shape[0]);
   return DS_OK;
 }
 
