@@ -104,24 +104,18 @@ int ds_wm_pull_vg(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *map, 
     const float *restrict hi = ds_data(h) + i * m, *restrict cr = ds_data(c) + r * m;
     float *restrict gcr = ds_data(rc) + r * m;
     float row = 0.0f; /* a row's sum in float lanes, the batch's in double */
-    if (rh) {
-      float *restrict ghi = ds_data(rh) + i * m;
 #pragma omp simd reduction(+ : row)
-      for (int64_t k = 0; k < m; k++) {
-        float e = hi[k] - cr[k], d = g * e;
-        row += e * e;
-        ghi[k] = d;
-        gcr[k] -= d;
-      }
-    } else {
-#pragma omp simd reduction(+ : row)
-      for (int64_t k = 0; k < m; k++) {
-        float e = hi[k] - cr[k];
-        row += e * e;
-        gcr[k] -= g * e;
-      }
+    for (int64_t k = 0; k < m; k++) {
+      float e = hi[k] - cr[k];
+      row += e * e;
+      gcr[k] -= g * e;
     }
     acc += row;
+    if (rh) {
+      float *restrict ghi = ds_data(rh) + i * m;
+#pragma omp simd
+      for (int64_t k = 0; k < m; k++) ghi[k] = g * (hi[k] - cr[k]);
+    }
   }
   if (value) *value = 0.5 * acc;
   if (gh) *gh = rh;
@@ -284,28 +278,19 @@ static int check_centres(const char *op, ds_tensor *c, ds_tensor *y) {
   return DS_OK;
 }
 
-/* nearest other centre of every centre (ties: the lowest index) */
-static void nearest_others(const float *c, int64_t k, int64_t m, int64_t *near) {
-  double *best = malloc(sizeof *best * (size_t)(k + 1));
-  if (!best) { /* the plain double loop over pairs, without the scratch */
-    for (int64_t a = 0; a < k; a++) {
-      double b = INFINITY;
-      for (int64_t o = 0; o < k; o++)
-        if (o != a) {
-          double d = sqdist_f(c + a * m, c + o * m, m);
-          if (d < b) b = d, near[a] = o;
-        }
-    }
-    return;
-  }
+/* nearest other centre of every centre (ties: the lowest index); -1 when out of memory */
+static int nearest_others(const float *c, int64_t k, int64_t m, int64_t *near) {
+  double buf[64], *best = k <= 64 ? buf : malloc(sizeof *best * (size_t)k);
+  if (!best) return -1;
   for (int64_t a = 0; a < k; a++) best[a] = INFINITY;
-  for (int64_t a = 0; a < k; a++) /* each pair once; ties keep the lower index, as before */
+  for (int64_t a = 0; a < k; a++) /* each pair once; ties keep the lower index */
     for (int64_t o = a + 1; o < k; o++) {
       double d = sqdist_f(c + a * m, c + o * m, m);
       if (d < best[a]) best[a] = d, near[a] = o;
       if (d < best[o]) best[o] = d, near[o] = a;
     }
-  free(best);
+  if (best != buf) free(best);
+  return 0;
 }
 
 /* The batch term depends only on each sample's centre: count the samples per centre
@@ -316,7 +301,10 @@ static int separation_acc(const float *pc, ds_tensor *y, int64_t k, int64_t m, f
   if (!counts) return -1;
   int64_t *near = counts + k, b = y->shape[0];
   memset(counts, 0, sizeof(int64_t) * (size_t)k);
-  nearest_others(pc, k, m, near);
+  if (nearest_others(pc, k, m, near)) {
+    if (counts != buf) free(counts);
+    return -1;
+  }
   for (int64_t i = 0; i < b; i++) counts[(int64_t)ds_data(y)[i]]++;
   double acc = 0;
   for (int64_t u = 0; u < k; u++) {
@@ -420,19 +408,14 @@ static int check_projection(ds_tensor *mu, ds_tensor *a, ds_tensor *b) {
   return DS_OK;
 }
 
-/* One row of the projection loss: z = mu_row A (N logits), the BCE of the bits b_row,
- * and, when grow is not NULL, g (sigmoid(z) - b) A^T added into grow. */
-static double projection_row(const float *mu, const float *a, const float *b, int64_t m, int64_t n, float g,
-                             float *grow) {
+/* One row of the projection loss: z = mu_row A (N logits), the BCE of the bits b_row
+ * into *value, and, when grow is not NULL, g (sigmoid(z) - b) A^T added into grow.
+ * -1 when out of memory. */
+static int projection_row(const float *mu, const float *a, const float *b, int64_t m, int64_t n, float g,
+                          float *grow, double *value) {
   float zbuf[256], *z = n <= 256 ? zbuf : malloc(sizeof(float) * (size_t)n);
-  if (!z) return NAN;
-  for (int64_t j = 0; j < n; j++) z[j] = 0.0f;
-  for (int64_t i = 0; i < m; i++) {
-    const float *ai = a + i * n;
-    float mi = mu[i];
-#pragma omp simd
-    for (int64_t j = 0; j < n; j++) z[j] += mi * ai[j];
-  }
+  if (!z) return -1;
+  ds_gemm(0, 0, 1, n, m, 1.0f, mu, m, a, n, 0.0f, z, n);
   double acc = 0;
   for (int64_t j = 0; j < n; j++) { /* BCE with logits: softplus(z) - b z, in double */
     float v = z[j];
@@ -441,28 +424,33 @@ static double projection_row(const float *mu, const float *a, const float *b, in
     float sg = v >= 0 ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v));
     z[j] = g * (sg - b[j]);
   }
-  if (grow)
-    for (int64_t i = 0; i < m; i++) {
-      const float *ai = a + i * n;
-      float d = 0.0f;
-#pragma omp simd reduction(+ : d)
-      for (int64_t j = 0; j < n; j++) d += z[j] * ai[j];
-      grow[i] += d;
-    }
+  if (grow) ds_gemm(0, 1, 1, m, n, 1.0f, z, n, a, n, 1.0f, grow, m);
   if (z != zbuf) free(z);
-  return acc;
+  *value = acc;
+  return 0;
+}
+
+/* the rows crow of mu with the bit rows brow (n of each): the summed loss, and the
+ * gradient added into rows crow of grad when it is not NULL */
+static int projection_rows(ds_tensor *mu, ds_tensor *a, ds_tensor *b, const int64_t *crow, const int64_t *brow,
+                           int64_t n, float g, float *grad, double *value) {
+  int64_t m = mu->shape[1], nb = a->shape[1];
+  double acc = 0, v;
+  for (int64_t r = 0; r < n; r++) {
+    int64_t cr = crow ? crow[r] : r, br = brow ? brow[r] : r;
+    if (projection_row(ds_data(mu) + cr * m, ds_data(a), ds_data(b) + br * nb, m, nb, g, grad ? grad + cr * m : NULL,
+                       &v))
+      return ds_error("wm_projection: out of memory");
+    acc += v;
+  }
+  *value = acc;
+  return DS_OK;
 }
 
 ds_tensor *ds_wm_projection(ds_tensor *mu, ds_tensor *a, ds_tensor *b) {
   if (check_projection(mu, a, b)) return NULL;
   double acc = 0;
-  for (int64_t r = 0; r < mu->shape[0]; r++)
-    acc += projection_row(ds_data(mu) + r * mu->shape[1], ds_data(a), ds_data(b) + r * a->shape[1], mu->shape[1],
-                          a->shape[1], 0.0f, NULL);
-  if (acc != acc) {
-    ds_error("wm_projection: out of memory");
-    return NULL;
-  }
+  if (projection_rows(mu, a, b, NULL, NULL, mu->shape[0], 0.0f, NULL, &acc)) return NULL;
   return ds_scalar_tensor((float)acc);
 }
 
@@ -478,12 +466,9 @@ int ds_wm_projection_vg(ds_tensor *mu, ds_tensor *a, ds_tensor *b, float g, doub
   ds_tensor *gm = ds_tensor_new(2, mu->shape);
   if (!gm) return DS_EFAIL;
   double acc = 0;
-  for (int64_t r = 0; r < mu->shape[0]; r++)
-    acc += projection_row(ds_data(mu) + r * mu->shape[1], ds_data(a), ds_data(b) + r * a->shape[1], mu->shape[1],
-                          a->shape[1], g, ds_data(gm) + r * mu->shape[1]);
-  if (acc != acc) {
+  if (projection_rows(mu, a, b, NULL, NULL, mu->shape[0], g, ds_data(gm), &acc)) {
     ds_release(gm);
-    return ds_error("wm_projection: out of memory");
+    return DS_EFAIL;
   }
   if (value) *value = acc;
   *out = gm;
@@ -495,12 +480,5 @@ int ds_wm_projection_rows_acc(ds_tensor *c, ds_tensor *a, ds_tensor *b, const in
   if (c->ndim != 2 || a->ndim != 2 || b->ndim != 2 || c->shape[1] != a->shape[0] || b->shape[1] != a->shape[1] ||
       !ds_is_contiguous(c) || !ds_is_contiguous(a) || !ds_is_contiguous(b))
     return ds_error("wm_projection: size mismatch");
-  int64_t m = c->shape[1], nb = a->shape[1];
-  double acc = 0;
-  for (int64_t r = 0; r < n; r++)
-    acc += projection_row(ds_data(c) + crow[r] * m, ds_data(a), ds_data(b) + brow[r] * nb, m, nb, g,
-                          gc ? gc + crow[r] * m : NULL);
-  if (acc != acc) return ds_error("wm_projection: out of memory");
-  *value = acc;
-  return DS_OK;
+  return projection_rows(c, a, b, crow, brow, n, g, gc, value);
 }

@@ -44,6 +44,15 @@ static int check_reference(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *
   return DS_OK;
 }
 
+/* The reference's terms over the centres alone (separation, unit norm, the projection
+ * of the present targets' centres), their gradients added into gc. */
+static int reference_centre_terms(ds_tensor *c, ds_tensor *y, ds_tensor *a, ds_tensor *b, const int64_t *crow,
+                                  const int64_t *brow, int64_t np, float l1, float l2, float *gc, double *sep,
+                                  double *un, double *proj) {
+  return ds_wm_separation_acc(c, y, l1, sep, gc) || ds_wm_unit_norm_acc(c, l1, un, gc) ||
+         (np && ds_wm_projection_rows_acc(c, a, b, crow, brow, np, l2, proj, gc));
+}
+
 int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b, const int64_t *targets,
                          int64_t s, float l1, float l2, float *value, ds_tensor **gc) {
   if (check_reference(h, y, c, a, b, targets, s)) return DS_EFAIL;
@@ -60,29 +69,26 @@ int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a,
   int two = ds_get_num_threads() > 1 && h->shape[0] * h->shape[1] >= (1 << 15);
   float *side = two ? calloc((size_t)kc, sizeof(float)) : NULL;
   two = side != NULL; /* no scratch: the serial order */
-  int fail_pull = 0, fail_side = 0;
-  if (side) {
+  int fail;
+  if (two) {
+    int fail_pull = 0, fail_side = 0;
 #pragma omp parallel sections num_threads(2)
     {
 #pragma omp section
       fail_pull = ds_wm_pull_vg(h, y, c, NULL, c->shape[0], l1, &pull, NULL, &rc);
 #pragma omp section
-      fail_side = ds_wm_separation_acc(c, y, l1, &sep, side) || ds_wm_unit_norm_acc(c, l1, &un, side) ||
-                  (np && ds_wm_projection_rows_acc(c, a, b, crow, brow, np, l2, &proj, side));
+      fail_side = reference_centre_terms(c, y, a, b, crow, brow, np, l1, l2, side, &sep, &un, &proj);
     }
-    if (!fail_pull && !fail_side) {
+    fail = fail_pull || fail_side;
+    if (!fail) {
       float *restrict g = ds_data(rc);
 #pragma omp simd
       for (int64_t k = 0; k < kc; k++) g[k] += side[k];
     }
     free(side);
-  } else {
-    fail_pull = ds_wm_pull_vg(h, y, c, NULL, c->shape[0], l1, &pull, NULL, &rc);
-    fail_side = !fail_pull && (ds_wm_separation_acc(c, y, l1, &sep, ds_data(rc)) ||
-                               ds_wm_unit_norm_acc(c, l1, &un, ds_data(rc)) ||
-                               (np && ds_wm_projection_rows_acc(c, a, b, crow, brow, np, l2, &proj, ds_data(rc))));
-  }
-  int fail = fail_pull || fail_side;
+  } else
+    fail = ds_wm_pull_vg(h, y, c, NULL, c->shape[0], l1, &pull, NULL, &rc) ||
+           reference_centre_terms(c, y, a, b, crow, brow, np, l1, l2, ds_data(rc), &sep, &un, &proj);
   if (!fail) {
     *value = (float)(l1 * (pull + sep + un) + l2 * proj);
     *gc = rc;

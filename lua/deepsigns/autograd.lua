@@ -54,7 +54,7 @@ end
 -- buffer of its own: it adds into the gradient already flowing there. An entry may
 -- instead be {fn = fn, pull = {y =, c =, classes =, scale = fn(g)}}: when the input is
 -- a ReLU's output and this is its only deferred add, the ReLU's backward takes the
--- term into its own pass (node.fuse_pull(g, pull, relu input)) and fn is not run.
+-- term into its own pass (node.fuse_pull(g, pull, scale, relu input)) and fn is not run.
 function A.record(out, inputs, backward, fresh, defer)
   if not enabled then return out end
   local needs, any = {}, false
@@ -192,8 +192,7 @@ function A.backward(root, grad, retain_graph)
       -- the one deferred term folded into the ReLU's backward: no separate pass over g
       deferred[t] = nil
       local d = later[1]
-      local p = d[3]
-      fused = node.fuse_pull(g, {y = p.y, c = p.c, classes = p.classes, scale = p.scale(d[2])}, node.inputs[1])
+      fused = node.fuse_pull(g, d[3], d[3].scale(d[2]), node.inputs[1])
       later = nil
     end
     if later then

@@ -82,24 +82,27 @@ for _, name in ipairs {"eq", "ne", "lt", "le", "gt", "ge"} do
 end
 
 -- unary ops: the backward reads the input (and the output where cheaper)
--- A white-box pull on a ReLU's output folds its gradient into the ReLU's backward
--- (autograd.backward: a deferred add with a `pull` form); x: the ReLU's input.
-local function relu_fuse_pull(g, d, x) return core.wm_relu_pull_backward(x, g, d.y, d.c, nil, d.classes, d.scale) end
-
-local function unop(name, keep_out)
+-- fuse_pull (ReLU only): folds a white-box pull on the output into the backward
+-- (autograd.backward: a deferred add with a `pull` form)
+local function unop(name, keep_out, fuse_pull)
   return function(x, p)
     check(x, name)
     local y = unary(name, x, p)
     -- fresh: unary_backward returns a new tensor (autograd.record)
     record(y, {x}, function(g) return unary_backward(name, x, keep_out and y or nil, g, p) end, true)
-    if name == "relu" then
+    if fuse_pull then
       local u = getuv(y)
-      if u and u.node then u.node.fuse_pull = relu_fuse_pull end
+      if u and u.node then u.node.fuse_pull = fuse_pull end
     end
     return y
   end
 end
-for _, name in ipairs {"neg", "log", "abs", "relu", "square"} do M[name] = unop(name, false) end
+-- x: the ReLU's input
+local function relu_fuse_pull(g, pull, scale, x)
+  return core.wm_relu_pull_backward(x, g, pull.y, pull.c, nil, pull.classes, scale)
+end
+for _, name in ipairs {"neg", "log", "abs", "square"} do M[name] = unop(name, false) end
+M.relu = unop("relu", false, relu_fuse_pull)
 for _, name in ipairs {"exp", "sqrt", "sigmoid", "tanh"} do M[name] = unop(name, true) end
 local pow = unop("pow", false)
 function M.pow(x, p)
