@@ -121,9 +121,19 @@ describe("white-box watermark", function()
         local v2, g2 = ds.core.wm_reference_loss(hb, yb, cb, ab, bb, {0, 3}, 0.01, 0.01)
         ds.set_num_threads(1)
         local v1, g1 = ds.core.wm_reference_loss(hb, yb, cb, ab, bb, {0, 3}, 0.01, 0.01)
-        ds.set_num_threads(n_threads)
         assert.near(v1:item(), v2:item(), 1e-5 * math.abs(v1:item()))
         assert.is_true((g1 - g2):abs():max():item() < 1e-6)
+        -- bad input on the two-thread path says what is wrong (a message set on the
+        -- second thread would be lost: the inputs are checked before)
+        labels[5] = 12
+        local bad = ds.tensor(labels)
+        for _, n in ipairs{1, 2} do
+          ds.set_num_threads(n)
+          local ok, err = pcall(ds.core.wm_reference_loss, hb, bad, cb, ab, bb, {0, 3}, 0.01, 0.01)
+          assert.is_false(ok)
+          assert.matches("label 12 at row 5 is not a class id in 0..9", err, 1, true)
+        end
+        ds.set_num_threads(n_threads)
       end
 
       -- no target-class row in the batch: zero loss and gradients

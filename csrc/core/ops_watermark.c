@@ -28,6 +28,10 @@ static int check_hyc(const char *op, ds_tensor *h, ds_tensor *y, ds_tensor *c, c
   return DS_OK;
 }
 
+int ds_wm_pull_check(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes) {
+  return check_hyc("wm_pull", h, y, c, map, classes);
+}
+
 static int64_t row_of(const int64_t *map, float label) { return map ? map[(int64_t)label] : (int64_t)label; }
 
 /* Row kernels, accumulated in double (the losses are gradient-checked in float32

@@ -58,6 +58,9 @@ int ds_wm_separation_acc(ds_tensor *c, ds_tensor *y, float g, double *value, flo
 int ds_wm_unit_norm_acc(ds_tensor *c, float g, double *value, float *gc);
 int ds_wm_projection_rows_acc(ds_tensor *c, ds_tensor *a, ds_tensor *b, const int64_t *crow, const int64_t *brow,
                               int64_t n, float g, double *value, float *gc);
+/* The checks of ds_wm_pull (shapes, labels, class map), for a caller that runs the
+ * pull on another thread, where an error message would not reach it. */
+int ds_wm_pull_check(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *row_of_class, int64_t classes);
 
 /* Each variant's whole regularizer in one op (ops_watermark_loss.c): its value and
  * the centres' (or means') gradient in one pass, built from the kernels above; the

@@ -38,10 +38,13 @@ static int check_reference(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *
                            const int64_t *targets, int64_t s) {
   if (check_common("wm_reference_loss", h, y, a, b)) return DS_EFAIL;
   if (b->shape[0] != s) return ds_error("wm_reference_loss: %lld bit rows for %lld targets", (long long)b->shape[0], (long long)s);
+  if (!ds_is_contiguous(a) || !ds_is_contiguous(b)) return ds_error("wm_reference_loss: A and the bits must be contiguous");
   for (int64_t k = 0; k < s; k++)
     if (targets[k] < 0 || targets[k] >= c->shape[0])
       return ds_error("wm_reference_loss: target class %lld has no centre row", (long long)targets[k]);
-  return DS_OK;
+  /* the labels and the centres' shape: all that the terms could refuse, checked here
+   * because on the second thread below a message would be lost */
+  return ds_wm_pull_check(h, y, c, NULL, c->shape[0]);
 }
 
 /* The reference's terms over the centres alone (separation, unit norm, the projection
@@ -94,7 +97,8 @@ int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a,
     *gc = rc;
   } else {
     ds_release(rc);
-    /* a message set on the other thread is not this one's */
+    /* inputs were checked above, so only memory can have failed; a message set on the
+     * other thread is not this one's */
     if (two) ds_error("wm_reference_loss: out of memory");
   }
   if (crow != buf) free(crow);
