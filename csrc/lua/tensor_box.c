@@ -243,6 +243,7 @@ static int t_stride(lua_State *L) {
 static int t_dim(lua_State *L) { lua_pushinteger(L, lt_check(L, 1)->ndim); return 1; }
 static int t_numel(lua_State *L) { lua_pushinteger(L, ds_numel(lt_check(L, 1))); return 1; }
 static int t_is_contiguous(lua_State *L) { lua_pushboolean(L, ds_is_contiguous(lt_check(L, 1))); return 1; }
+static int t_same_shape(lua_State *L) { lua_pushboolean(L, ds_same_shape(lt_check(L, 1), lt_check(L, 2))); return 1; }
 static int t_storage_id(lua_State *L) { lua_pushlightuserdata(L, lt_check(L, 1)->storage); return 1; }
 
 static int t_item(lua_State *L) {
@@ -439,7 +440,7 @@ static int t_setuv(lua_State *L) {
 static const luaL_Reg tensor_fns[] = {
     {"zeros", t_zeros}, {"empty", t_empty}, {"full", t_full}, {"rand", t_rand}, {"randn", t_randn},
     {"from_table", t_from_table}, {"size", t_size}, {"stride", t_stride}, {"dim", t_dim},
-    {"numel", t_numel}, {"is_contiguous", t_is_contiguous}, {"storage_id", t_storage_id},
+    {"numel", t_numel}, {"is_contiguous", t_is_contiguous}, {"same_shape", t_same_shape}, {"storage_id", t_storage_id},
     {"item", t_item}, {"get", t_get}, {"set", t_set}, {"flat", t_flat}, {"totable", t_totable},
     {"view", t_view}, {"reshape", t_reshape}, {"expand", t_expand}, {"transpose", t_transpose},
     {"narrow", t_narrow}, {"select", t_select}, {"contiguous", t_contiguous}, {"clone", t_clone},

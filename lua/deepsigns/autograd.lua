@@ -70,12 +70,7 @@ function A.record(out, inputs, backward, fresh, defer)
   return out
 end
 
-local function same_shape(a, b)
-  local sa, sb = core.size(a), core.size(b)
-  if #sa ~= #sb then return false end
-  for i = 1, #sa do if sa[i] ~= sb[i] then return false end end
-  return true
-end
+local same_shape = core.same_shape
 
 local function shape_str(t)
   local s = core.size(t)
