@@ -87,5 +87,10 @@ describe("training", function()
     assert.has_error(function()
       ds.train{model = small_model(), data = blobs(10), regularizers = {{layers = {"nope"}, loss = function() end}}}
     end)
+    assert.has_error(function() ds.train{model = small_model(), data = blobs(10), regularizers = {{}}} end,
+      "train: regularizer 1 must be a function or a table with a loss function")
+    assert.has_error(function()
+      ds.train{model = small_model(), data = blobs(10), regularizers = {{loss = function() end, prepare = 1}}}
+    end, "train: regularizer 1: prepare must be a function")
   end)
 end)

@@ -184,6 +184,77 @@ describe("white-box watermark", function()
       assert.is_true((x.grad - snapshot * 2):abs():max():item() < 1e-5)
     end)
 
+    it("the reference pull made by the layer's ReLU equals the op's own", function()
+      ds.manual_seed(21)
+      local n_threads = ds.get_num_threads()
+      -- the C op: relu(x) exactly, the pull's value and centre gradient as wm_pull's
+      local labels = {}
+      for i = 1, 128 do labels[i] = (i * 7) % 4 end
+      local x, y, c = ds.randn(128, 256), ds.tensor(labels), ds.randn(4, 256) * 0.3
+      for _, n in ipairs{1, 2} do
+        ds.set_num_threads(n)
+        local h, v, gc = ds.core.wm_relu_pull(x, y, c, nil, 4, 0.5)
+        assert.equal(0, (h - x:relu()):abs():max():item())
+        local want = ds.core.wm_pull(h, y, c, nil, 4):item()
+        assert.near(want, v, 1e-5 * want)
+        local _, gc_want = ds.core.wm_pull_backward(h, y, c, nil, 4, 0.5)
+        assert.is_true((gc - gc_want):abs():max():item() < 1e-5 * gc_want:abs():max():item())
+        labels[3] = 4
+        local ok, err = pcall(ds.core.wm_relu_pull, x, ds.tensor(labels), c, nil, 4, 0.5)
+        labels[3] = (3 * 7) % 4
+        assert.is_false(ok)
+        assert.matches("wm_relu_pull: label 4 at row 3 is not a class id in 0..3", err, 1, true)
+      end
+      -- through the regularizer: the same loss and gradients with the layer making the
+      -- pull (prepare, as ds.train does) as without
+      local syn = H.synthetic(128, 20, 4, 5)
+      local base = ds.models.mlp{20, 64, 256, 4}
+      local key = wb.keygen{model = base, layer = "fc2", data = syn, bits = 16, targets = {1}, seed = 2,
+        variant = "reference", keys_per_class = 8}
+      local bx, by
+      for xx, yy in syn:batches{size = 128, shuffle = false} do bx, by = xx, yy end
+      local calls, relu_pull = 0, ds.core.wm_relu_pull
+      ds.core.wm_relu_pull = function(...) calls = calls + 1; return relu_pull(...) end
+      local function step(fused)
+        local m = base:clone()
+        local reg = key:regularizer()
+        key.centres.grad = nil
+        local layer = m:layer("fc2")
+        local batch = {x = bx, y = by}
+        if fused then reg.prepare(batch, {fc2 = layer}) end
+        local logits
+        local cap = m:with_capture({layer}, function() logits = m(bx) end)
+        layer._relu_pull = nil
+        local rl = reg.loss(batch, {fc2 = cap[layer]})
+        ;(ds.functional.cross_entropy(logits, by) + rl):backward()
+        local out = {rl:item()}
+        for _, p in ipairs(m:parameters()) do out[#out + 1] = p.grad:clone() end
+        out[#out + 1] = key.centres.grad:clone()
+        return out
+      end
+      for _, n in ipairs{1, 2} do
+        ds.set_num_threads(n)
+        calls = 0
+        local plain = step(false)
+        assert.equal(0, calls)
+        local fused = step(true)
+        assert.equal(1, calls)
+        assert.near(plain[1], fused[1], 1e-5 * math.abs(plain[1]))
+        for i = 2, #plain do
+          local scale = math.max(plain[i]:abs():max():item(), 1e-6)
+          assert.is_true((plain[i] - fused[i]):abs():max():item() < 1e-5 * scale, "gradient " .. (i - 1))
+        end
+      end
+      -- ds.train asks for it (once per batch)
+      calls = 0
+      local m = base:clone()
+      ds.train{model = m, data = syn, epochs = 1, batch_size = 32, regularizers = {key:regularizer()}, progress = false}
+      assert.equal(4, calls)
+      assert.is_nil(m:layer("fc2")._relu_pull)
+      ds.core.wm_relu_pull = relu_pull
+      ds.set_num_threads(n_threads)
+    end)
+
     it("compute the reference formulas", function()
       local h, c, y = ds.tensor{{1, 2}, {3, 4}}, ds.tensor{{0, 0}, {1, 1}}, ds.tensor{0, 1}
       assert.near(0.5 * (5 + 13), L.pull(h, y, c, nil, 2):item(), 1e-5)

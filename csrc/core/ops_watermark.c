@@ -6,6 +6,9 @@
 #include "blas.h"
 #include "error.h"
 #include "parallel.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static int check_hyc(const char *op, ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *row_of_class,
                      int64_t classes) {
@@ -181,6 +184,78 @@ SELECT_VECTORISES static void relu_pull_rows(void *ctx, int64_t lo, int64_t hi) 
       }
     }
   }
+}
+
+/* rows [lo, hi) of h = relu(x) with the pull's sum and centre gradient; the select is
+ * computed everywhere (SELECT_VECTORISES) */
+SELECT_VECTORISES static double relu_pull_forward_rows(const float *x, float *h, const float *y, const float *c,
+                                                       const int64_t *map, int64_t m, int64_t lo, int64_t hi, float g,
+                                                       float *gc) {
+  double acc = 0;
+  for (int64_t i = lo; i < hi; i++) {
+    int64_t r = row_of(map, y[i]);
+    const float *restrict xi = x + i * m;
+    float *restrict hi_ = h + i * m;
+    if (r < 0) {
+#pragma omp simd
+      for (int64_t k = 0; k < m; k++) hi_[k] = xi[k] > 0 ? xi[k] : 0.0f;
+      continue;
+    }
+    const float *restrict cr = c + r * m;
+    float *restrict gcr = gc + r * m;
+    float row = 0.0f; /* as ds_wm_pull_vg: a row's sum in float lanes, the batch's in double */
+#pragma omp simd reduction(+ : row)
+    for (int64_t k = 0; k < m; k++) {
+      float v = xi[k] > 0 ? xi[k] : 0.0f, e = v - cr[k];
+      hi_[k] = v;
+      row += e * e;
+      gcr[k] -= g * e;
+    }
+    acc += row;
+  }
+  return acc;
+}
+
+#define RELU_PULL_MAX_THREADS 16
+
+ds_tensor *ds_wm_relu_pull(ds_tensor *x, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes, float g,
+                           double *value, ds_tensor **gc) {
+  if (check_hyc("wm_relu_pull", x, y, c, map, classes)) return NULL;
+  int64_t b = x->shape[0], m = x->shape[1], kc = ds_numel(c);
+  int nt = b * m >= (1 << 15) ? ds_get_num_threads() : 1;
+  if (nt > RELU_PULL_MAX_THREADS) nt = RELU_PULL_MAX_THREADS;
+  if (nt > b) nt = (int)(b > 0 ? b : 1);
+  ds_tensor *h = ds_tensor_empty(2, x->shape), *rc = ds_tensor_new(2, c->shape);
+  /* each further thread sums its rows' centre gradient apart; added in thread order */
+  float *part = nt > 1 ? calloc((size_t)(nt - 1) * (size_t)kc, sizeof(float)) : NULL;
+  if (!h || !rc || (nt > 1 && !part)) {
+    ds_release(h), ds_release(rc), free(part);
+    ds_error("wm_relu_pull: out of memory");
+    return NULL;
+  }
+  double sums[RELU_PULL_MAX_THREADS] = {0};
+  const float *px = ds_data(x), *py = ds_data(y), *pc = ds_data(c);
+  float *ph = ds_data(h), *pg = ds_data(rc);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    int t = 0, team = 1;
+#ifdef _OPENMP
+    t = omp_get_thread_num(), team = omp_get_num_threads();
+#endif
+    int64_t lo = b * t / team, hi = b * (t + 1) / team;
+    sums[t] = relu_pull_forward_rows(px, ph, py, pc, map, m, lo, hi, g, t ? part + (size_t)(t - 1) * (size_t)kc : pg);
+  }
+  double acc = sums[0];
+  for (int t = 1; t < nt; t++) {
+    const float *restrict q = part + (size_t)(t - 1) * (size_t)kc;
+#pragma omp simd
+    for (int64_t k = 0; k < kc; k++) pg[k] += q[k];
+    acc += sums[t];
+  }
+  free(part);
+  *value = 0.5 * acc;
+  *gc = rc;
+  return h;
 }
 
 ds_tensor *ds_wm_relu_pull_backward(ds_tensor *x, ds_tensor *gh, ds_tensor *y, ds_tensor *c,

@@ -84,22 +84,34 @@ end
 -- unary ops: the backward reads the input (and the output where cheaper)
 -- fuse_pull (ReLU only): folds a white-box pull on the output into the backward
 -- (autograd.backward: a deferred add with a `pull` form)
+local function record_unary(name, x, y, p, keep_out, fuse_pull)
+  -- fresh: unary_backward returns a new tensor (autograd.record)
+  record(y, {x}, function(g) return unary_backward(name, x, keep_out and y or nil, g, p) end, true)
+  if fuse_pull then
+    local u = getuv(y)
+    if u and u.node then u.node.fuse_pull = fuse_pull end
+  end
+  return y
+end
 local function unop(name, keep_out, fuse_pull)
   return function(x, p)
     check(x, name)
-    local y = unary(name, x, p)
-    -- fresh: unary_backward returns a new tensor (autograd.record)
-    record(y, {x}, function(g) return unary_backward(name, x, keep_out and y or nil, g, p) end, true)
-    if fuse_pull then
-      local u = getuv(y)
-      if u and u.node then u.node.fuse_pull = fuse_pull end
-    end
-    return y
+    return record_unary(name, x, unary(name, x, p), p, keep_out, fuse_pull)
   end
 end
 -- x: the ReLU's input
 local function relu_fuse_pull(g, pull, scale, x)
   return core.wm_relu_pull_backward(x, g, pull.y, pull.c, nil, pull.classes, scale)
+end
+
+-- relu(x) that also makes a white-box pull over its output in the same pass
+-- (core.wm_relu_pull), while each row is in cache: pull = {y=, c=, classes=, scale=}
+-- gets h, value and gc (see watermark/whitebox.lua). The node is the ReLU's own.
+function T.relu_pull(x, pull)
+  check(x, "relu")
+  local h, v, gc = core.wm_relu_pull(x, pull.y, pull.c, nil, pull.classes, pull.scale)
+  pull.h, pull.value, pull.gc = h, v, gc
+  return record_unary("relu", x, h, nil, false, relu_fuse_pull)
 end
 for _, name in ipairs {"neg", "log", "abs", "square"} do M[name] = unop(name, false) end
 M.relu = unop("relu", false, relu_fuse_pull)

@@ -3,7 +3,10 @@
 --            test=, progress=, on_epoch=function(epoch, stats) end} --> history
 -- A regularizer is a function(batch, acts) or a table {name=, layers={...}, loss=function(batch, acts)}
 -- returning a scalar loss tensor added to the cross-entropy; acts maps each listed
--- layer name to that layer's output for the batch (with its graph).
+-- layer name to that layer's output for the batch (with its graph). A table may also
+-- have prepare=function(batch, modules), called before each forward pass with the
+-- batch ({x=, y=, epoch=, index=}) and the listed layers' modules by name (the white-box
+-- regularizer asks its layer's ReLU to make its pull on the way; see nn.Linear).
 local core = require "deepsigns.core"
 local A = require "deepsigns.autograd"
 local F = require "deepsigns.functional"
@@ -50,6 +53,9 @@ local function normalise_regularizers(regs)
     if type(r) == "function" then r = {loss = r} end
     if type(r) ~= "table" or type(r.loss) ~= "function" then
       error("train: regularizer " .. i .. " must be a function or a table with a loss function", 3)
+    end
+    if r.prepare ~= nil and type(r.prepare) ~= "function" then
+      error("train: regularizer " .. i .. ": prepare must be a function", 3)
     end
     r.name = r.name or ("reg" .. i)
     list[#list + 1] = r
@@ -160,8 +166,8 @@ function TR.train(opts)
   local opt = opts.optimizer or optim.Adam(model:parameters(), {lr = opts.lr or 1e-3})
   if type(opt) ~= "table" or type(opt.step) ~= "function" then error("train: option 'optimizer' must be an optimiser", 2) end
   local regs, layer_names = normalise_regularizers(opts.regularizers)
-  local layers = {}
-  for i, name in ipairs(layer_names) do layers[i] = model:layer(name) end
+  local layers, modules = {}, {}
+  for i, name in ipairs(layer_names) do layers[i] = model:layer(name); modules[name] = layers[i] end
   local loss_fn = opts.loss or function(logits, y) return F.cross_entropy(logits, y) end
   local on_nonfinite = opts.on_nonfinite or "error"
   local nb = data:num_batches(bs, opts.drop_last)
@@ -187,7 +193,10 @@ function TR.train(opts)
       for _, r in ipairs(regs) do if r.optimizer then r.optimizer:zero_grad() end end
       local logits, acts
       if #layers > 0 then
-        local cap = model:with_capture(layers, function() logits = model(x) end)
+        for _, r in ipairs(regs) do if r.prepare then r.prepare({x = x, y = y, epoch = epoch, index = b}, modules) end end
+        local ok, cap = pcall(model.with_capture, model, layers, function() logits = model(x) end)
+        for _, l in ipairs(layers) do l._relu_pull = nil end -- a request lasts one forward pass
+        if not ok then error(cap, 0) end
         acts = {}
         for i, name in ipairs(layer_names) do acts[name] = cap[layers[i]] end
       else

@@ -43,7 +43,13 @@ function L.Linear:forward(x)
       self.out_features, self.in_features, #s == 0 and "scalar" or table.concat(s, "x")), 2)
   end
   local y = F.linear(x, self.weight, self.bias)
-  if self.activation then y = y[self.activation](y) end
+  local act = self.activation
+  if act then
+    -- a white-box regularizer reading this layer may have asked its ReLU to make its
+    -- pull on the way (ds.train, the regularizer's prepare)
+    local pull = self._relu_pull
+    if pull and act == "relu" then y = T.relu_pull(y, pull) else y = y[act](y) end
+  end
   return y
 end
 function L.Linear:extra_repr()

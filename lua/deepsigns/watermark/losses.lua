@@ -61,8 +61,14 @@ end
 -- Only the pull term depends on h: its gradient, l1 (h_i - c_{y_i}), is not made as a
 -- B x M buffer but added into h's accumulated gradient during the backward pass, or,
 -- when h is a ReLU's output, folded into that ReLU's backward pass.
-function L.reference(h, y, c, a, b, targets, l1, l2)
-  local v, gc = core.wm_reference_loss(h, y, c, a, b, targets, l1, l2)
+-- pulled: the pull already made by the ReLU that made h (tensor.relu_pull), or nil.
+function L.reference(h, y, c, a, b, targets, l1, l2, pulled)
+  local v, gc
+  if pulled then
+    v, gc = core.wm_reference_loss(h, y, c, a, b, targets, l1, l2, pulled.value, pulled.gc)
+  else
+    v, gc = core.wm_reference_loss(h, y, c, a, b, targets, l1, l2)
+  end
   local classes = core.size(c, 1)
   local function scale(g) return l1 * core.item(g) end
   return A.record(v, {h, c}, centre_grad(gc), false,

@@ -96,8 +96,23 @@ function Key:regularizer(opts)
     optimizer = require("deepsigns.optim").Adam({centres}, {lr = opts.centre_lr or 1e-3})}
   -- each variant is one fused C op (losses.lua); the per-term ops stay for tests and scripts
   if self.variant == "reference" then
+    -- On a dense ReLU layer the pull is made by the ReLU itself while its output is in
+    -- cache: ds.train calls prepare before the forward pass, the layer fills `pending`,
+    -- and the loss uses it if it is this batch's (anything else: the op makes the pull).
+    local pending
+    function reg.prepare(batch, modules)
+      local mod = modules[key.layer]
+      pending = nil
+      if mod and mod.activation == "relu" then
+        pending = {y = batch.y, c = key.centres, classes = classes, scale = l1}
+        mod._relu_pull = pending
+      end
+    end
     function reg.loss(batch, acts)
-      return L.reference(h_of(acts), batch.y, key.centres, a, b, targets, l1, l2)
+      local h, p = h_of(acts), pending
+      pending = nil
+      if not (p and rawequal(p.h, h) and rawequal(p.y, batch.y) and rawequal(p.c, key.centres)) then p = nil end
+      return L.reference(h, batch.y, key.centres, a, b, targets, l1, l2, p)
     end
   else
     -- loss1 shapes the Gaussians around trainable target means mu (started at the
