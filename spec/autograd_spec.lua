@@ -72,6 +72,37 @@ describe("autograd", function()
     assert.is_true((h.grad - first * 2):abs():max():item() < 1e-5)
   end)
 
+  it("runs the backward pass of a sum of losses without building the sum", function()
+    local A = require "deepsigns.autograd"
+    local function setup()
+      local x = ds.tensor({1, -2, 3}, {requires_grad = true})
+      local w = ds.tensor({0.5, 0.25, 2}, {requires_grad = true})
+      local h = (x * w):relu()
+      local l1 = (h * h):sum()
+      local l2 = (h * 3):sum() + l1 * 0.5 -- depends on the first term
+      local l3 = (w * w):sum()
+      return x, w, l1, l2, l3
+    end
+    local x1, w1, a1, b1, c1 = setup()
+    ;(a1 + b1 + c1 + c1):backward()
+    local x2, w2, a2, b2, c2 = setup()
+    -- a term twice, a number and a term without a graph
+    A.backward_sum({a2, 4, b2, c2, c2, ds.tensor(7)})
+    assert.tensor_near(x1.grad:totable(), x2.grad, 1e-6)
+    assert.tensor_near(w1.grad:totable(), w2.grad, 1e-6)
+    local leaf = ds.tensor({2}, {requires_grad = true})
+    A.backward_sum({leaf:sum(), leaf:sum() * 3})
+    assert.tensor_near({4}, leaf.grad)
+    local bare = ds.tensor({5}, {requires_grad = true}) -- a leaf as a term: its seed is its gradient
+    A.backward_sum({bare, bare})
+    assert.tensor_near({2}, bare.grad)
+    assert.has_error(function() A.backward_sum({ds.tensor({1, 2}, {requires_grad = true})}) end,
+      "backward: loss term 1 has 2 elements (2); each term must be a scalar")
+    assert.has_error(function() A.backward_sum({ds.tensor(1), 2}) end,
+      "backward: no loss term requires grad or has a graph")
+    assert.has_error(function() A.backward_sum({"loss"}) end, "backward: loss term 1 is a string")
+  end)
+
   it("needs a gradient for a non-scalar output", function()
     local x = ds.randn(2, 2):requires_grad()
     local y = x * 2

@@ -77,9 +77,11 @@ local function shape_str(t)
   return #s == 0 and "scalar" or table.concat(s, "x")
 end
 
--- Children before parents (iterative DFS post-order over tensors that have nodes).
-local function topo_order(root)
-  local order, state, stack = {}, {}, {root}
+-- Children before parents (iterative DFS post-order over tensors that have nodes),
+-- from a list of roots.
+local function topo_order(roots)
+  local order, state, stack = {}, {}, {}
+  for i = 1, #roots do stack[i] = roots[i] end
   while #stack > 0 do
     local t = stack[#stack]
     local s = state[t]
@@ -140,6 +142,8 @@ function A.take_spare(t)
   return sp
 end
 
+local run_backward
+
 function A.backward(root, grad, retain_graph)
   local ru = getuv(root)
   if not (ru and (ru.node or ru.requires_grad)) then
@@ -154,6 +158,33 @@ function A.backward(root, grad, retain_graph)
   elseif not same_shape(grad, root) then
     error("backward: gradient " .. shape_str(grad) .. " does not match output " .. shape_str(root), 3)
   end
+  run_backward({root}, {grad}, retain_graph)
+end
+
+-- The backward pass of the sum of scalar losses, without building the sum as a node
+-- (ds.train: a loss and its regularizers). Numbers and terms without a graph add nothing.
+function A.backward_sum(terms, retain_graph)
+  local roots, seeds = {}, {}
+  for i, r in ipairs(terms) do
+    if type(r) == "userdata" then
+      if core.numel(r) ~= 1 then
+        error("backward: loss term " .. i .. " has " .. core.numel(r) .. " elements (" .. shape_str(r)
+          .. "); each term must be a scalar", 3)
+      end
+      local u = getuv(r)
+      if u and (u.node or u.requires_grad) then
+        roots[#roots + 1], seeds[#seeds + 1] = r, core.full(core.size(r), 1)
+      end
+    elseif type(r) ~= "number" then
+      error("backward: loss term " .. i .. " is a " .. type(r), 3)
+    end
+  end
+  if #roots == 0 then error("backward: no loss term requires grad or has a graph", 3) end
+  run_backward(roots, seeds, retain_graph)
+end
+
+-- roots: tensors with a graph or requiring grad; seeds: their gradients
+function run_backward(roots, seeds, retain_graph)
   local handed = {} -- gradients already stored somewhere (never share one tensor)
   local function own(g)
     if handed[g] then g = core.clone(g) end
@@ -166,16 +197,23 @@ function A.backward(root, grad, retain_graph)
     if u.grad ~= nil then g = core.binary("add", u.grad, g) end
     u.grad, u.grad_escaped = g, nil
   end
-  if not ru.node then -- a leaf: its gradient is the seed itself
-    to_leaf(ru, grad)
-    return
+  local grads, inner = {}, {}
+  for i, r in ipairs(roots) do
+    local ru = getuv(r)
+    if not ru.node then -- a leaf: its gradient is the seed itself
+      to_leaf(ru, seeds[i])
+    elseif grads[r] ~= nil then -- the same tensor twice: its seeds add up
+      grads[r] = core.binary("add", grads[r], seeds[i])
+    else
+      grads[r], inner[#inner + 1] = seeds[i], r
+    end
   end
-  local grads = {[root] = grad}
+  if #inner == 0 then return end
   local deferred = {} -- tensor -> list of {fn, g}: added once its gradient is complete
   local function run_deferred(list, acc)
     for _, d in ipairs(list) do d[1](acc, d[2]) end
   end
-  local order = topo_order(root)
+  local order = topo_order(inner)
   for i = #order, 1, -1 do
     local t = order[i]
     local g = grads[t]
@@ -201,7 +239,7 @@ function A.backward(root, grad, retain_graph)
     end
     if g ~= nil then
       if not node.backward then
-        error("backward: the graph was already freed; pass retain_graph=true to the first backward", 3)
+        error("backward: the graph was already freed; pass retain_graph=true to the first backward", 4)
       end
       local gs = fused and table.pack(fused) or table.pack(node.backward(g, node.needs))
       if node.fresh then
@@ -212,7 +250,7 @@ function A.backward(root, grad, retain_graph)
         if gi ~= nil and node.needs[j] then
           if not same_shape(gi, x) then
             error("backward: gradient " .. shape_str(gi) .. " for input " .. j .. " does not match its shape "
-              .. shape_str(x), 3)
+              .. shape_str(x), 4)
           end
           local xu = getuv(x)
           if xu.node then

@@ -203,17 +203,19 @@ function TR.train(opts)
         logits = model(x)
       end
       local loss = loss_fn(logits, y, x)
-      local total = loss
       local batch = {x = x, y = y, logits = logits, epoch = epoch, index = b}
       local reg_vals = {}
+      -- one backward pass over the loss and the regularizers, without their sum as a node
+      local terms, lv = {loss}, core.item(loss)
       for _, r in ipairs(regs) do
         local rl = r.loss(batch, acts or {})
         if rl ~= nil then
-          total = total + rl
-          reg_vals[r.name] = core.item(rl)
+          local v = type(rl) == "number" and rl or core.item(rl)
+          terms[#terms + 1] = rl
+          reg_vals[r.name] = v
+          lv = lv + v
         end
       end
-      local lv = core.item(total)
       if lv ~= lv or lv == math.huge or lv == -math.huge then
         if on_nonfinite == "skip" then
           s.skipped = s.skipped + 1
@@ -222,7 +224,7 @@ function TR.train(opts)
         error(string.format("train: the loss is not finite (%s) at epoch %d, batch %d; lower the learning rate, "
           .. "or pass on_nonfinite=\"skip\" to skip such batches", lv ~= lv and "nan" or tostring(lv), epoch, b), 2)
       end
-      total:backward()
+      if #terms == 1 then loss:backward() else A.backward_sum(terms) end
       if on_nonfinite ~= "ignore" then
         for _, p in ipairs(opt.params) do
           local g = A.grad_of(p)
