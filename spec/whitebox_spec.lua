@@ -184,7 +184,7 @@ describe("white-box watermark", function()
       assert.is_true((x.grad - snapshot * 2):abs():max():item() < 1e-5)
     end)
 
-    it("the reference pull made by the layer's ReLU equals the op's own", function()
+    it("the reference loss made by the layer's ReLU equals the op's own", function()
       ds.manual_seed(21)
       local n_threads = ds.get_num_threads()
       -- the C op: relu(x) exactly, the pull's value and centre gradient as wm_pull's
@@ -204,17 +204,27 @@ describe("white-box watermark", function()
         labels[3] = (3 * 7) % 4
         assert.is_false(ok)
         assert.matches("wm_relu_pull: label 4 at row 3 is not a class id in 0..3", err, 1, true)
+        -- the whole reference loss made on the way: as wm_reference_loss on relu(x)
+        local a, b = ds.randn(256, 12), (ds.rand(2, 12) - 0.5):sign() * 0.5 + 0.5
+        local h2, v2, gc2 = ds.core.wm_relu_reference(x, y, c, a, b, {1, 3}, 0.05, 0.02)
+        assert.equal(0, (h2 - x:relu()):abs():max():item())
+        local v3, gc3 = ds.core.wm_reference_loss(h2, y, c, a, b, {1, 3}, 0.05, 0.02)
+        assert.near(v3:item(), v2:item(), 1e-5 * math.abs(v3:item()))
+        assert.is_true((gc2 - gc3):abs():max():item() < 1e-5 * gc3:abs():max():item())
+        ok, err = pcall(ds.core.wm_relu_reference, x, y, c, a, b, {1, 7}, 0.05, 0.02)
+        assert.is_false(ok)
+        assert.matches("target class 7 has no centre row", err, 1, true)
       end
-      -- through the regularizer: the same loss and gradients with the layer making the
-      -- pull (prepare, as ds.train does) as without
+      -- through the regularizer: the same loss and gradients with the layer's ReLU making
+      -- the loss (prepare, as ds.train does) as without
       local syn = H.synthetic(128, 20, 4, 5)
       local base = ds.models.mlp{20, 64, 256, 4}
       local key = wb.keygen{model = base, layer = "fc2", data = syn, bits = 16, targets = {1}, seed = 2,
         variant = "reference", keys_per_class = 8}
       local bx, by
       for xx, yy in syn:batches{size = 128, shuffle = false} do bx, by = xx, yy end
-      local calls, relu_pull = 0, ds.core.wm_relu_pull
-      ds.core.wm_relu_pull = function(...) calls = calls + 1; return relu_pull(...) end
+      local calls, relu_reference = 0, ds.core.wm_relu_reference
+      ds.core.wm_relu_reference = function(...) calls = calls + 1; return relu_reference(...) end
       local function step(fused)
         local m = base:clone()
         local reg = key:regularizer()
@@ -224,7 +234,7 @@ describe("white-box watermark", function()
         if fused then reg.prepare(batch, {fc2 = layer}) end
         local logits
         local cap = m:with_capture({layer}, function() logits = m(bx) end)
-        layer._relu_pull = nil
+        layer._relu_with = nil
         local rl = reg.loss(batch, {fc2 = cap[layer]})
         ;(ds.functional.cross_entropy(logits, by) + rl):backward()
         local out = {rl:item()}
@@ -250,8 +260,8 @@ describe("white-box watermark", function()
       local m = base:clone()
       ds.train{model = m, data = syn, epochs = 1, batch_size = 32, regularizers = {key:regularizer()}, progress = false}
       assert.equal(4, calls)
-      assert.is_nil(m:layer("fc2")._relu_pull)
-      ds.core.wm_relu_pull = relu_pull
+      assert.is_nil(m:layer("fc2")._relu_with)
+      ds.core.wm_relu_reference = relu_reference
       ds.set_num_threads(n_threads)
     end)
 

@@ -218,8 +218,8 @@ SELECT_VECTORISES static double relu_pull_forward_rows(const float *x, float *h,
 
 #define RELU_PULL_MAX_THREADS 16
 
-ds_tensor *ds_wm_relu_pull(ds_tensor *x, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes, float g,
-                           double *value, ds_tensor **gc) {
+ds_tensor *ds_wm_relu_pull_then(ds_tensor *x, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes,
+                                float g, double *value, ds_tensor **gc, ds_wm_then_fn then, void *ctx) {
   if (check_hyc("wm_relu_pull", x, y, c, map, classes)) return NULL;
   int64_t b = x->shape[0], m = x->shape[1], kc = ds_numel(c);
   int nt = b * m >= (1 << 15) ? ds_get_num_threads() : 1;
@@ -234,16 +234,19 @@ ds_tensor *ds_wm_relu_pull(ds_tensor *x, ds_tensor *y, ds_tensor *c, const int64
     return NULL;
   }
   double sums[RELU_PULL_MAX_THREADS] = {0};
+  int failed = 0;
   const float *px = ds_data(x), *py = ds_data(y), *pc = ds_data(c);
   float *ph = ds_data(h), *pg = ds_data(rc);
-#pragma omp parallel num_threads(nt) if (nt > 1)
+#pragma omp parallel num_threads(nt) if (nt > 1) reduction(| : failed)
   {
     int t = 0, team = 1;
 #ifdef _OPENMP
     t = omp_get_thread_num(), team = omp_get_num_threads();
 #endif
     int64_t lo = b * t / team, hi = b * (t + 1) / team;
-    sums[t] = relu_pull_forward_rows(px, ph, py, pc, map, m, lo, hi, g, t ? part + (size_t)(t - 1) * (size_t)kc : pg);
+    float *dst = t ? part + (size_t)(t - 1) * (size_t)kc : pg;
+    sums[t] = relu_pull_forward_rows(px, ph, py, pc, map, m, lo, hi, g, dst);
+    if (then) failed |= then(ctx, t, team, dst);
   }
   double acc = sums[0];
   for (int t = 1; t < nt; t++) {
@@ -253,9 +256,19 @@ ds_tensor *ds_wm_relu_pull(ds_tensor *x, ds_tensor *y, ds_tensor *c, const int64
     acc += sums[t];
   }
   free(part);
+  if (failed) {
+    ds_release(h), ds_release(rc);
+    ds_error("wm_relu_pull: out of memory");
+    return NULL;
+  }
   *value = 0.5 * acc;
   *gc = rc;
   return h;
+}
+
+ds_tensor *ds_wm_relu_pull(ds_tensor *x, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes, float g,
+                           double *value, ds_tensor **gc) {
+  return ds_wm_relu_pull_then(x, y, c, map, classes, g, value, gc, NULL, NULL);
 }
 
 ds_tensor *ds_wm_relu_pull_backward(ds_tensor *x, ds_tensor *gh, ds_tensor *y, ds_tensor *c,

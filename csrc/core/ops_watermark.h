@@ -74,15 +74,21 @@ int ds_wm_pull_check(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *ro
  * the rows of h listed in rows_of_gt (0-based, as floats); both NULL when no target
  * row is in y. ds_rows_add: acc[rows[k]] += g src[k], in place. */
 int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b, const int64_t *targets,
-                         int64_t s, float l1, float l2, const double *pull_done, ds_tensor *pull_gc, float *value,
-                         ds_tensor **gc);
-/* The reference's pull made by the ReLU that makes h: h = relu(x) and, in the same pass
- * while each row is in cache, the pull's value 1/2 sum ||h_i - c_{y_i}||^2 and g times
- * its centres' gradient (a new K x M tensor). ds_wm_reference_loss takes both
- * (pull_done, pull_gc; NULL: it makes the pull itself) and adds its other terms into
- * pull_gc, which it returns as gc. */
+                         int64_t s, float l1, float l2, float *value, ds_tensor **gc);
+/* The pull made by the ReLU that makes h: h = relu(x) and, in the same pass while each
+ * row is in cache, the pull's value 1/2 sum ||h_i - c_{y_i}||^2 and g times its centres'
+ * gradient (a new K x M tensor). The rows are split across the threads, each summing
+ * the centres' gradient in a buffer of its own; ds_wm_relu_pull_then also runs
+ * then(ctx, thread, threads, that buffer) on each thread after its rows (nonzero: out
+ * of memory). ds_wm_relu_reference: h and the whole reference loss (as
+ * ds_wm_reference_loss on h) in that pass, the centre terms on the threads' tails. */
+typedef int (*ds_wm_then_fn)(void *ctx, int thread, int threads, float *gc);
 ds_tensor *ds_wm_relu_pull(ds_tensor *x, ds_tensor *y, ds_tensor *c, const int64_t *row_of_class, int64_t classes,
                            float g, double *value, ds_tensor **gc);
+ds_tensor *ds_wm_relu_pull_then(ds_tensor *x, ds_tensor *y, ds_tensor *c, const int64_t *row_of_class, int64_t classes,
+                                float g, double *value, ds_tensor **gc, ds_wm_then_fn then, void *ctx);
+ds_tensor *ds_wm_relu_reference(ds_tensor *x, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b,
+                                const int64_t *targets, int64_t s, float l1, float l2, float *value, ds_tensor **gc);
 int ds_wm_paper_loss(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b,
                      const int64_t *row_of_class, int64_t classes, float l1, float l2, float *value, ds_tensor **gt,
                      ds_tensor **rows_of_gt, ds_tensor **gmu);

@@ -57,42 +57,32 @@ static int reference_centre_terms(ds_tensor *c, ds_tensor *y, ds_tensor *a, ds_t
 }
 
 int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b, const int64_t *targets,
-                         int64_t s, float l1, float l2, const double *pull_done, ds_tensor *pull_gc, float *value,
-                         ds_tensor **gc) {
+                         int64_t s, float l1, float l2, float *value, ds_tensor **gc) {
   if (check_reference(h, y, c, a, b, targets, s)) return DS_EFAIL;
-  if (pull_gc && (!ds_same_shape(pull_gc, c) || !ds_is_contiguous(pull_gc))) {
-    char s1[128], s2[128];
-    return ds_error("wm_reference_loss: the pull's centre gradient %s does not match the centres %s",
-                    ds_shape_str(pull_gc, s1, sizeof s1), ds_shape_str(c, s2, sizeof s2));
-  }
   int64_t buf[64], *crow = 2 * s + 1 <= 64 ? buf : malloc(sizeof *crow * (size_t)(2 * s + 1)), *brow;
   if (!crow) return ds_error("wm_reference_loss: out of memory");
   brow = crow + s;
   int64_t np = present_targets(y, targets, s, crow, brow), kc = ds_numel(c);
-  double pull = pull_gc ? *pull_done : 0, sep = 0, un = 0, proj = 0;
-  ds_tensor *rc = pull_gc;
-  /* The pull (over the batch's activations; unless the ReLU that made them did it,
-   * ds_wm_relu_pull) and the centre terms (separation, unit norm and the projection,
-   * which reads A from memory) are independent: with two threads they run side by side
-   * (a pull already made: separation and unit norm beside the projection), one group
-   * into a buffer of its own that is added after; on one thread every term adds
-   * straight into the pull's gradient. */
+  double pull = 0, sep = 0, un = 0, proj = 0;
+  ds_tensor *rc = NULL;
+  /* The pull (over the batch's activations) and the centre terms (separation, unit
+   * norm and the projection, which reads A from memory) are independent: with two
+   * threads they run side by side, the centre terms into a buffer of their own that is
+   * added after; on one thread, every term adds straight into the pull's gradient. */
   int two = ds_get_num_threads() > 1 && h->shape[0] * h->shape[1] >= (1 << 15);
   float *side = two ? calloc((size_t)kc, sizeof(float)) : NULL;
   two = side != NULL; /* no scratch: the serial order */
   int fail;
   if (two) {
-    int fail0 = 0, fail1 = 0;
+    int fail_pull = 0, fail_side = 0;
 #pragma omp parallel sections num_threads(2)
     {
 #pragma omp section
-      fail0 = pull_gc ? ds_wm_separation_acc(c, y, l1, &sep, ds_data(rc)) || ds_wm_unit_norm_acc(c, l1, &un, ds_data(rc))
-                      : ds_wm_pull_vg(h, y, c, NULL, c->shape[0], l1, &pull, NULL, &rc);
+      fail_pull = ds_wm_pull_vg(h, y, c, NULL, c->shape[0], l1, &pull, NULL, &rc);
 #pragma omp section
-      fail1 = pull_gc ? np && ds_wm_projection_rows_acc(c, a, b, crow, brow, np, l2, &proj, side)
-                      : reference_centre_terms(c, y, a, b, crow, brow, np, l1, l2, side, &sep, &un, &proj);
+      fail_side = reference_centre_terms(c, y, a, b, crow, brow, np, l1, l2, side, &sep, &un, &proj);
     }
-    fail = fail0 || fail1;
+    fail = fail_pull || fail_side;
     if (!fail) {
       float *restrict g = ds_data(rc);
 #pragma omp simd
@@ -100,19 +90,56 @@ int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a,
     }
     free(side);
   } else
-    fail = (!pull_gc && ds_wm_pull_vg(h, y, c, NULL, c->shape[0], l1, &pull, NULL, &rc)) ||
+    fail = ds_wm_pull_vg(h, y, c, NULL, c->shape[0], l1, &pull, NULL, &rc) ||
            reference_centre_terms(c, y, a, b, crow, brow, np, l1, l2, ds_data(rc), &sep, &un, &proj);
   if (!fail) {
     *value = (float)(l1 * (pull + sep + un) + l2 * proj);
     *gc = rc;
   } else {
-    if (rc != pull_gc) ds_release(rc);
+    ds_release(rc);
     /* inputs were checked above, so only memory can have failed; a message set on the
      * other thread is not this one's */
     if (two) ds_error("wm_reference_loss: out of memory");
   }
   if (crow != buf) free(crow);
   return fail ? DS_EFAIL : DS_OK;
+}
+
+/* The reference loss made by the ReLU that makes h (ds_wm_relu_pull_then): after its
+ * rows, thread 0 adds separation and unit norm, thread 1 the projection (one thread:
+ * all three), each into its own centre-gradient buffer. */
+typedef struct reference_tail {
+  ds_tensor *c, *y, *a, *b;
+  const int64_t *crow, *brow;
+  int64_t np;
+  float l1, l2;
+  double sep, un, proj;
+} reference_tail;
+
+static int reference_tail_terms(void *ctx, int t, int team, float *gc) {
+  reference_tail *r = ctx;
+  int fail = 0;
+  if (t == 0) fail = ds_wm_separation_acc(r->c, r->y, r->l1, &r->sep, gc) || ds_wm_unit_norm_acc(r->c, r->l1, &r->un, gc);
+  if (t == (team > 1 ? 1 : 0) && r->np)
+    fail = fail || ds_wm_projection_rows_acc(r->c, r->a, r->b, r->crow, r->brow, r->np, r->l2, &r->proj, gc);
+  return fail;
+}
+
+ds_tensor *ds_wm_relu_reference(ds_tensor *x, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b,
+                                const int64_t *targets, int64_t s, float l1, float l2, float *value, ds_tensor **gc) {
+  if (check_reference(x, y, c, a, b, targets, s)) return NULL;
+  int64_t buf[64], *crow = 2 * s + 1 <= 64 ? buf : malloc(sizeof *crow * (size_t)(2 * s + 1));
+  if (!crow) {
+    ds_error("wm_relu_reference: out of memory");
+    return NULL;
+  }
+  reference_tail r = {.c = c, .y = y, .a = a, .b = b, .crow = crow, .brow = crow + s, .l1 = l1, .l2 = l2};
+  r.np = present_targets(y, targets, s, crow, crow + s);
+  double pull = 0;
+  ds_tensor *h = ds_wm_relu_pull_then(x, y, c, NULL, c->shape[0], l1, &pull, gc, reference_tail_terms, &r);
+  if (h) *value = (float)(l1 * (pull + r.sep + r.un) + l2 * r.proj);
+  if (crow != buf) free(crow);
+  return h;
 }
 
 /* ---- paper: (2 pull - push) l1 / B over the target-class rows + l2 projection(batch target means) ---- */

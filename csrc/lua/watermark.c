@@ -85,21 +85,29 @@ static int l_projection_backward(lua_State *L) {
 /* (h, y, c, A, b, targets{class ids}, l1, l2) -> loss, d/dc (d/dh: wm_pull_add) */
 static int l_reference_loss(lua_State *L) {
   int64_t s, *targets = int_list(L, 6, &s, 0);
-  /* optional: the pull already made by wm_relu_pull (its value and centre gradient,
-   * into which the other terms are added and which is returned) */
-  ds_tensor *pull_gc = lt_opt(L, 10), *gc;
-  double pull = pull_gc ? luaL_checknumber(L, 9) : 0;
+  ds_tensor *gc;
   float v;
   if (ds_wm_reference_loss(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5), targets, s,
-                           (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8), pull_gc ? &pull : NULL,
-                           pull_gc, &v, &gc))
+                           (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8), &v, &gc))
     return lt_raise(L);
   lt_push(L, ds_scalar_tensor(v));
-  if (pull_gc)
-    lua_pushvalue(L, 10);
-  else
-    lt_push(L, gc);
+  lt_push(L, gc);
   return 2;
+}
+
+/* (x, y, c, A, b, targets, l1, l2) -> relu(x), and wm_reference_loss's loss and centre
+ * gradient on it, made in the same pass */
+static int l_relu_reference(lua_State *L) {
+  int64_t s, *targets = int_list(L, 6, &s, 0);
+  ds_tensor *gc;
+  float v;
+  ds_tensor *h = ds_wm_relu_reference(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5),
+                                      targets, s, (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8), &v, &gc);
+  if (!h) return lt_raise(L);
+  lt_push(L, h);
+  lt_push(L, ds_scalar_tensor(v));
+  lt_push(L, gc);
+  return 3;
 }
 
 /* (x, y, c, map|nil, classes, g) -> relu(x), the pull's value, g * its centres' gradient */
@@ -161,7 +169,7 @@ static int l_rows_add(lua_State *L) {
 
 static const luaL_Reg fns[] = {{"wm_reference_loss", l_reference_loss}, {"wm_paper_loss", l_paper_loss},
                                {"wm_pull_add", l_pull_add}, {"wm_rows_add", l_rows_add},
-                               {"wm_relu_pull_backward", l_relu_pull_backward}, {"wm_relu_pull", l_relu_pull},
+                               {"wm_relu_pull_backward", l_relu_pull_backward}, {"wm_relu_pull", l_relu_pull}, {"wm_relu_reference", l_relu_reference},
                                {"wm_pull", l_pull}, {"wm_pull_backward", l_pull_backward}, {"wm_push", l_push},
                                {"wm_push_backward", l_push_backward}, {"wm_separation", l_separation},
                                {"wm_separation_backward", l_separation_backward}, {"wm_unit_norm", l_unit_norm},

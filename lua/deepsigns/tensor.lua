@@ -104,14 +104,12 @@ local function relu_fuse_pull(g, pull, scale, x)
   return core.wm_relu_pull_backward(x, g, pull.y, pull.c, nil, pull.classes, scale)
 end
 
--- relu(x) that also makes a white-box pull over its output in the same pass
--- (core.wm_relu_pull), while each row is in cache: pull = {y=, c=, classes=, scale=}
--- gets h, value and gc (see watermark/whitebox.lua). The node is the ReLU's own.
-function T.relu_pull(x, pull)
+-- relu(x) whose output is made by make(x), a C op that computes more on the way while
+-- each row is in cache (the white-box regularizer's loss: core.wm_relu_reference); it
+-- must return relu(x) as a new tensor. The node is the ReLU's own.
+function T.relu_made_by(x, make)
   check(x, "relu")
-  local h, v, gc = core.wm_relu_pull(x, pull.y, pull.c, nil, pull.classes, pull.scale)
-  pull.h, pull.value, pull.gc = h, v, gc
-  return record_unary("relu", x, h, nil, false, relu_fuse_pull)
+  return record_unary("relu", x, make(x), nil, false, relu_fuse_pull)
 end
 for _, name in ipairs {"neg", "log", "abs", "square"} do M[name] = unop(name, false) end
 M.relu = unop("relu", false, relu_fuse_pull)

@@ -195,7 +195,7 @@ function TR.train(opts)
       if #layers > 0 then
         for _, r in ipairs(regs) do if r.prepare then r.prepare({x = x, y = y, epoch = epoch, index = b}, modules) end end
         local ok, cap = pcall(model.with_capture, model, layers, function() logits = model(x) end)
-        for _, l in ipairs(layers) do l._relu_pull = nil end -- a request lasts one forward pass
+        for _, l in ipairs(layers) do l._relu_with = nil end -- a request lasts one forward pass
         if not ok then error(cap, 0) end
         acts = {}
         for i, name in ipairs(layer_names) do acts[name] = cap[layers[i]] end

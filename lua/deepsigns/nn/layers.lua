@@ -45,10 +45,11 @@ function L.Linear:forward(x)
   local y = F.linear(x, self.weight, self.bias)
   local act = self.activation
   if act then
-    -- a white-box regularizer reading this layer may have asked its ReLU to make its
-    -- pull on the way (ds.train, the regularizer's prepare)
-    local pull = self._relu_pull
-    if pull and act == "relu" then y = T.relu_pull(y, pull) else y = y[act](y) end
+    -- a white-box regularizer reading this layer may have asked for its ReLU's output
+    -- to be made by its own op, which computes its loss on the way (ds.train calls the
+    -- regularizer's prepare before the forward pass)
+    local make = self._relu_with
+    if make and act == "relu" then y = T.relu_made_by(y, make) else y = y[act](y) end
   end
   return y
 end

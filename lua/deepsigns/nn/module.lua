@@ -160,7 +160,7 @@ function Module:clone()
       local c = {}
       memo[v] = c
       for k, x in pairs(v) do
-        if k ~= "_hook" and k ~= "_relu_pull" then c[copy(k)] = copy(x) end
+        if k ~= "_hook" and k ~= "_relu_with" then c[copy(k)] = copy(x) end
       end
       return setmetatable(c, mt)
     end

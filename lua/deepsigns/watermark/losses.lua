@@ -61,11 +61,12 @@ end
 -- Only the pull term depends on h: its gradient, l1 (h_i - c_{y_i}), is not made as a
 -- B x M buffer but added into h's accumulated gradient during the backward pass, or,
 -- when h is a ReLU's output, folded into that ReLU's backward pass.
--- pulled: the pull already made by the ReLU that made h (tensor.relu_pull), or nil.
-function L.reference(h, y, c, a, b, targets, l1, l2, pulled)
+-- made: {value=, gc=} when the ReLU that made h computed the loss on the way
+-- (core.wm_relu_reference, the same op's results), or nil.
+function L.reference(h, y, c, a, b, targets, l1, l2, made)
   local v, gc
-  if pulled then
-    v, gc = core.wm_reference_loss(h, y, c, a, b, targets, l1, l2, pulled.value, pulled.gc)
+  if made then
+    v, gc = made.value, made.gc
   else
     v, gc = core.wm_reference_loss(h, y, c, a, b, targets, l1, l2)
   end

@@ -96,16 +96,21 @@ function Key:regularizer(opts)
     optimizer = require("deepsigns.optim").Adam({centres}, {lr = opts.centre_lr or 1e-3})}
   -- each variant is one fused C op (losses.lua); the per-term ops stay for tests and scripts
   if self.variant == "reference" then
-    -- On a dense ReLU layer the pull is made by the ReLU itself while its output is in
-    -- cache: ds.train calls prepare before the forward pass, the layer fills `pending`,
-    -- and the loss uses it if it is this batch's (anything else: the op makes the pull).
+    -- On a dense ReLU layer the whole loss is made by the ReLU itself while its output
+    -- is in cache: ds.train calls prepare before the forward pass, the layer's ReLU runs
+    -- core.wm_relu_reference, and the loss takes its results if they are this batch's
+    -- (anything else: the op runs on the layer's output as usual).
     local pending
     function reg.prepare(batch, modules)
       local mod = modules[key.layer]
       pending = nil
       if mod and mod.activation == "relu" then
-        pending = {y = batch.y, c = key.centres, classes = classes, scale = l1}
-        mod._relu_pull = pending
+        local p = {y = batch.y, c = key.centres}
+        function p.make(x)
+          p.h, p.value, p.gc = core.wm_relu_reference(x, p.y, p.c, a, b, targets, l1, l2)
+          return p.h
+        end
+        pending, mod._relu_with = p, p.make
       end
     end
     function reg.loss(batch, acts)
