@@ -225,9 +225,10 @@ ds_tensor *ds_wm_relu_pull_then(ds_tensor *x, ds_tensor *y, ds_tensor *c, const 
   int nt = b * m >= (1 << 15) ? ds_get_num_threads() : 1;
   if (nt > RELU_PULL_MAX_THREADS) nt = RELU_PULL_MAX_THREADS;
   if (nt > b) nt = (int)(b > 0 ? b : 1);
-  ds_tensor *h = ds_tensor_empty(2, x->shape), *rc = ds_tensor_new(2, c->shape);
-  /* each further thread sums its rows' centre gradient apart; added in thread order */
-  float *part = nt > 1 ? calloc((size_t)(nt - 1) * (size_t)kc, sizeof(float)) : NULL;
+  ds_tensor *h = ds_tensor_empty(2, x->shape), *rc = ds_tensor_empty(2, c->shape);
+  /* each further thread sums its rows' centre gradient apart (added in thread order);
+   * every thread zeroes its own buffer, so that its lines start in its own cache */
+  float *part = nt > 1 ? malloc((size_t)(nt - 1) * (size_t)kc * sizeof(float)) : NULL;
   if (!h || !rc || (nt > 1 && !part)) {
     ds_release(h), ds_release(rc), free(part);
     ds_error("wm_relu_pull: out of memory");
@@ -245,6 +246,7 @@ ds_tensor *ds_wm_relu_pull_then(ds_tensor *x, ds_tensor *y, ds_tensor *c, const 
 #endif
     int64_t lo = b * t / team, hi = b * (t + 1) / team;
     float *dst = t ? part + (size_t)(t - 1) * (size_t)kc : pg;
+    memset(dst, 0, sizeof(float) * (size_t)kc);
     sums[t] = relu_pull_forward_rows(px, ph, py, pc, map, m, lo, hi, g, dst);
     if (then) failed |= then(ctx, t, team, dst);
   }
