@@ -56,15 +56,29 @@ static int small_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alp
         for (int64_t j = 0; j < n; j++) ci[j] += av * bp[j];
       }
     }
-  else /* C[i,j] += alpha dot(A[i,:], B[j,:]) */
-    for (int64_t i = 0; i < m; i++)
-      for (int64_t j = 0; j < n; j++) {
-        const float *restrict ai = a + i * lda, *restrict bj = b + j * ldb;
+  else /* C[i,j] += alpha dot(A[i,:], B[j,:]), four j at a time: independent sums */
+    for (int64_t i = 0; i < m; i++) {
+      const float *restrict ai = a + i * lda;
+      float *restrict ci = c + i * ldc;
+      int64_t j = 0;
+      for (; j + 4 <= n; j += 4) {
+        const float *restrict b0 = b + j * ldb, *restrict b1 = b0 + ldb, *restrict b2 = b1 + ldb, *restrict b3 = b2 + ldb;
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+        for (int64_t p = 0; p < k; p++) {
+          float av = ai[p];
+          s0 += av * b0[p], s1 += av * b1[p], s2 += av * b2[p], s3 += av * b3[p];
+        }
+        ci[j] += alpha * s0, ci[j + 1] += alpha * s1, ci[j + 2] += alpha * s2, ci[j + 3] += alpha * s3;
+      }
+      for (; j < n; j++) {
+        const float *restrict bj = b + j * ldb;
         float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
         for (int64_t p = 0; p < k; p++) acc += ai[p] * bj[p];
-        c[i * ldc + j] += alpha * acc;
+        ci[j] += alpha * acc;
       }
+    }
   return 1;
 }
 
