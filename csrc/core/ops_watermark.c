@@ -72,6 +72,56 @@ static double *centre_dists(const float *c, int64_t k, int64_t m) {
   return d;
 }
 
+/* The paper variant's pass over its target rows (rows idx[first[k]..first[k+1]) of h
+ * belong to mean row brow[k], np groups): sum ||h_i - mu_own||^2 into *pull and the
+ * capped push from the other means into *push; gt (one row per listed row) set to
+ * 2 k1 (h_i - mu_own) - 2 k1 sum over uncapped others (h_i - mu_r); 2 k1 (mu_own -
+ * h_i) added into gmu; each group's mean of its rows into means (np x M). Inputs are
+ * checked by the caller. -1: out of memory. */
+int ds_wm_paper_rows(ds_tensor *h, ds_tensor *mu, const int64_t *idx, const int64_t *first, const int64_t *brow,
+                     int64_t np, float k1, double *pull, double *push, float *gt, float *gmu, float *means) {
+  int64_t m = h->shape[1], s = mu->shape[0];
+  const float *pm = ds_data(mu);
+  double *caps = s > 1 ? centre_dists(pm, s, m) : NULL;
+  if (s > 1 && !caps) return -1;
+  double sp = 0, sq = 0;
+  for (int64_t k = 0; k < np; k++) {
+    int64_t own = brow[k], cnt = first[k + 1] - first[k];
+    const float *restrict co = pm + own * m;
+    float *restrict go = gmu + own * m, *restrict mk = means + k * m;
+    memset(mk, 0, sizeof(float) * (size_t)m);
+    for (int64_t i = first[k]; i < first[k + 1]; i++) {
+      const float *restrict hi = ds_data(h) + idx[i] * m;
+      float *restrict gi = gt + i * m;
+      float row = 0.0f; /* a row's sum in float lanes, the batch's in double */
+#pragma omp simd reduction(+ : row)
+      for (int64_t j = 0; j < m; j++) {
+        float e = hi[j] - co[j];
+        row += e * e;
+        gi[j] = 2 * k1 * e;
+        go[j] -= 2 * k1 * e;
+        mk[j] += hi[j];
+      }
+      sp += row;
+      for (int64_t r = 0; r < s; r++) { /* the push from the other means, capped */
+        if (r == own) continue;
+        const float *restrict cr = pm + r * m;
+        double d = sqdist(hi, cr, m), cap = caps[own * s + r];
+        sq += d < cap ? d : cap;
+        if (d >= cap) continue;
+#pragma omp simd
+        for (int64_t j = 0; j < m; j++) gi[j] -= 2 * k1 * (hi[j] - cr[j]);
+      }
+    }
+    float inv = 1.0f / (float)cnt;
+#pragma omp simd
+    for (int64_t j = 0; j < m; j++) mk[j] *= inv;
+  }
+  free(caps);
+  *pull = sp, *push = sq;
+  return 0;
+}
+
 ds_tensor *ds_wm_pull(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes) {
   if (check_hyc("wm_pull", h, y, c, map, classes)) return NULL;
   int64_t b = h->shape[0], m = h->shape[1];

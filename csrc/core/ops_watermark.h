@@ -61,6 +61,10 @@ int ds_wm_projection_rows_acc(ds_tensor *c, ds_tensor *a, ds_tensor *b, const in
 /* The checks of ds_wm_pull (shapes, labels, class map), for a caller that runs the
  * pull on another thread, where an error message would not reach it. */
 int ds_wm_pull_check(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *row_of_class, int64_t classes);
+/* The paper variant's pull and capped push over its target rows, in one pass (see
+ * ops_watermark.c); for ds_wm_paper_loss. */
+int ds_wm_paper_rows(ds_tensor *h, ds_tensor *mu, const int64_t *idx, const int64_t *first, const int64_t *brow,
+                     int64_t np, float k1, double *pull, double *push, float *gt, float *gmu, float *means);
 
 /* Each variant's whole regularizer in one op (ops_watermark_loss.c): its value and
  * the centres' (or means') gradient in one pass, built from the kernels above; the

@@ -9,9 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* rows of x listed in idx (0-based) as a new tensor; n may be 0 -> NULL without error */
-static ds_tensor *rows(ds_tensor *x, const int64_t *idx, int64_t n) { return n ? ds_index_select(x, idx, n) : NULL; }
-
 static int check_common(const char *op, ds_tensor *h, ds_tensor *y, ds_tensor *a, ds_tensor *b) {
   char s1[128], s2[128], s3[128];
   if (h->ndim != 2 || y->ndim != 1 || y->shape[0] != h->shape[0] || a->ndim != 2 || a->shape[0] != h->shape[1] ||
@@ -144,18 +141,14 @@ ds_tensor *ds_wm_relu_reference(ds_tensor *x, ds_tensor *y, ds_tensor *c, ds_ten
 
 /* ---- paper: (2 pull - push) l1 / B over the target-class rows + l2 projection(batch target means) ---- */
 
-/* The target-class rows of the batch, grouped: idx[0..nt) the rows, labels yt, and for
- * each present target (np of them) its bit row and the range [first[k], first[k+1])
- * of its rows within idx. */
+/* The target-class rows of the batch, grouped: idx[0..nt) the rows, and for each
+ * present target (np of them) its bit row and the range [first[k], first[k+1]) of its
+ * rows within idx. */
 typedef struct paper_rows {
   int64_t nt, np, *idx, *first, *brow;
-  ds_tensor *yt;
 } paper_rows;
 
-static void paper_rows_free(paper_rows *r) {
-  free(r->idx);
-  ds_release(r->yt);
-}
+static void paper_rows_free(paper_rows *r) { free(r->idx); }
 
 static int paper_rows_of(ds_tensor *y, const int64_t *map, int64_t classes, int64_t s, paper_rows *r) {
   int64_t n = y->shape[0];
@@ -172,27 +165,7 @@ static int paper_rows_of(ds_tensor *y, const int64_t *map, int64_t classes, int6
     if (r->nt > start) r->first[r->np] = start, r->brow[r->np] = k, r->np++;
   }
   r->first[r->np] = r->nt;
-  if (r->nt) {
-    r->yt = ds_tensor_empty(1, (int64_t[]){r->nt});
-    if (!r->yt) return DS_EFAIL;
-    for (int64_t k = 0; k < r->nt; k++) ds_data(r->yt)[k] = ds_data(y)[r->idx[k]];
-  }
   return DS_OK;
-}
-
-/* np x M means of each present target's rows of ht */
-static ds_tensor *group_means(ds_tensor *ht, const paper_rows *r) {
-  int64_t m = ht->shape[1];
-  ds_tensor *mu = ds_tensor_new(2, (int64_t[]){r->np, m});
-  if (!mu) return NULL;
-  for (int64_t k = 0; k < r->np; k++) {
-    float *row = ds_data(mu) + k * m;
-    int64_t cnt = r->first[k + 1] - r->first[k];
-    for (int64_t i = r->first[k]; i < r->first[k + 1]; i++)
-      for (int64_t j = 0; j < m; j++) row[j] += ds_data(ht)[i * m + j];
-    for (int64_t j = 0; j < m; j++) row[j] /= (float)cnt;
-  }
-  return mu;
 }
 
 static int check_paper(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b, const int64_t *map,
@@ -206,42 +179,50 @@ static int check_paper(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, 
 }
 
 /* The paper loss with the activations' gradient as its target rows only: gt (nt x M,
- * NULL when no target row is in the batch) for rows r->idx of h. */
+ * NULL when no target row is in the batch) for rows r->idx of h. One pass over those
+ * rows (pull, capped push, their gradient, the means: ds_wm_paper_rows), then the
+ * projection of the means, whose gradient each mean spreads evenly over its rows. */
 static int paper_compute(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b, const int64_t *map,
                          int64_t classes, float l1, float l2, float *value, ds_tensor **gt, paper_rows *r,
                          ds_tensor **gmu) {
-  if (check_paper(h, y, mu, a, b, map, classes)) return DS_EFAIL;
+  if (check_paper(h, y, mu, a, b, map, classes) || ds_wm_pull_check(h, y, mu, map, classes)) return DS_EFAIL;
   if (paper_rows_of(y, map, classes, mu->shape[0], r)) return paper_rows_free(r), DS_EFAIL;
   int64_t m = h->shape[1];
   float k1 = l1 / (float)h->shape[0];
   double pull = 0, push = 0, proj = 0;
-  ds_tensor *rmu = NULL, *ht = NULL, *gpull = NULL, *gpush = NULL, *means = NULL, *bt = NULL, *gmeans = NULL;
-  int fail = 0;
-  if (r->nt) {
-    fail = !(ht = rows(h, r->idx, r->nt)) ||
-           ds_wm_pull_vg(ht, r->yt, mu, map, classes, 2 * k1, &pull, &gpull, &rmu) ||
-           ds_wm_push_vg(ht, r->yt, mu, map, classes, -k1, &push, &gpush) || !(means = group_means(ht, r)) ||
-           !(bt = rows(b, r->brow, r->np)) || ds_wm_projection_vg(means, a, bt, l2, &proj, &gmeans);
-    if (!fail) { /* gpull becomes the rows' whole gradient */
-      float *g = ds_data(gpull);
-      const float *gp = ds_data(gpush);
-      for (int64_t k = 0; k < r->nt * m; k++) g[k] += gp[k];
-      for (int64_t k = 0; k < r->np; k++) { /* a mean spreads its gradient evenly over its rows */
+  ds_tensor *rmu = ds_tensor_new(2, mu->shape), *rt = NULL, *means = NULL;
+  float *gmeans = NULL;
+  int fail = !rmu;
+  if (!fail && r->nt) {
+    rt = ds_tensor_empty(2, (int64_t[]){r->nt, m});
+    means = ds_tensor_empty(2, (int64_t[]){r->np, m});
+    gmeans = calloc((size_t)(r->np * m), sizeof(float));
+    if (!rt || !means || !gmeans ||
+        ds_wm_paper_rows(h, mu, r->idx, r->first, r->brow, r->np, k1, &pull, &push, ds_data(rt), ds_data(rmu),
+                         ds_data(means)))
+      fail = ds_error("wm_paper_loss: out of memory");
+    else
+      fail = ds_wm_projection_rows_acc(means, a, b, NULL, r->brow, r->np, l2, &proj, gmeans);
+    if (!fail) { /* a mean spreads its gradient evenly over its rows */
+      float *restrict g = ds_data(rt);
+      for (int64_t k = 0; k < r->np; k++) {
         float inv = 1.0f / (float)(r->first[k + 1] - r->first[k]);
+        const float *restrict gk = gmeans + k * m;
         for (int64_t i = r->first[k]; i < r->first[k + 1]; i++)
-          for (int64_t j = 0; j < m; j++) g[i * m + j] += inv * ds_data(gmeans)[k * m + j];
+#pragma omp simd
+          for (int64_t j = 0; j < m; j++) g[i * m + j] += inv * gk[j];
       }
     }
-  } else
-    fail = !(rmu = ds_tensor_new(2, mu->shape));
+  }
+  free(gmeans);
+  ds_release(means);
   if (!fail) {
-    *value = (float)((2 * pull - push) * k1 + l2 * proj);
-    *gt = gpull, *gmu = rmu;
+    *value = (float)((pull - push) * k1 + l2 * proj);
+    *gt = rt, *gmu = rmu;
   } else {
-    ds_release(gpull), ds_release(rmu);
+    ds_release(rt), ds_release(rmu);
     paper_rows_free(r);
   }
-  ds_release(ht), ds_release(gpush), ds_release(means), ds_release(bt), ds_release(gmeans);
   return fail ? DS_EFAIL : DS_OK;
 }
 
