@@ -19,9 +19,18 @@ local model, test, train = owner.model, owner.test, owner.train
 local base_acc, acc = ds.evaluate(owner.unmarked, test).accuracy, ds.evaluate(model, test).accuracy
 print(owner.cached and "(loaded from " .. opts.out .. "/; --fresh retrains)" or string.format("done in %.0f s", owner.seconds))
 print(string.format("unmarked baseline %s; marked model %s (%+.2f points)", C.pct(base_acc), C.pct(acc), 100 * (acc - base_acc)))
-if owner.marked_seconds then
-  print(string.format("white-box training overhead: %+.1f%% per epoch (%.2f s vs %.2f s)",
-    100 * (owner.marked_seconds / owner.plain_seconds - 1), owner.marked_seconds, owner.plain_seconds))
+do
+  -- the watermark's training overhead, measured beside plain training in lockstep (two
+  -- trainings of fresh models switched every batch: epochs timed one after the other
+  -- differ by 10-30% on a shared machine), with a key of its own (the owner's stays as is)
+  local lockstep = require "lockstep"
+  local part = train:split(0.5, 7)
+  ds.manual_seed(opts.seed)
+  local p1, p2 = owner.new_model(), owner.new_model()
+  local k = wb.keygen{model = p2, layer = owner.layer, data = part, bits = 32, targets = {0}, variant = "paper", seed = 7}
+  local over = lockstep.overhead(p1, p2, part, {k:regularizer()}, 2)
+  print(string.format("white-box training overhead: %+.1f%% (paper variant, beside plain training in lockstep, "
+    .. "2 epochs of %d images; +-1%%: make bench and examples/whitebox.lua measure it longer)", 100 * over, #part))
 end
 print(tostring(owner.wb_key))
 print(tostring(owner.bb_key))

@@ -358,6 +358,8 @@ describe("white-box watermark", function()
     key:save(dir .. "/key.safetensors")
     local k2 = wb.load(dir .. "/key.safetensors")
     assert.same(key.targets, k2.targets)
+    assert.equal("integer", math.type(k2.targets[1])) -- printed as "class 2", not "2.0"
+    assert.matches("in class 2,", tostring(k2), 1, true)
     assert.equal(key.model_hash, k2.model_hash)
     assert.equal("fc2", k2.layer)
     local m2 = small_model(20, 4):load(dir .. "/model.safetensors")

@@ -324,6 +324,11 @@ function WB.decode(bytes, path)
   local width, bits, classes = num("width"), num("bits"), num("classes")
   local s = #targets
   local function bad(msg) error(path .. ": inconsistent key: " .. msg, 0) end
+  for i, v in ipairs(targets) do -- JSON numbers come back as floats
+    local t = math.type(v) and math.tointeger(v)
+    if not t or t < 0 or t >= classes then bad("target " .. tostring(v) .. " is not a class id in 0.." .. classes - 1) end
+    targets[i] = t
+  end
   if s < 1 or bits % s ~= 0 then bad("bits do not divide over the targets") end
   local n = bits // s
   if shape_str(t.A) ~= width .. "x" .. n then bad("A is " .. shape_str(t.A) .. ", expected " .. width .. "x" .. n) end
