@@ -6,7 +6,7 @@
 -- layer name to that layer's output for the batch (with its graph). A table may also
 -- have prepare=function(batch, modules), called before each forward pass with the
 -- batch ({x=, y=, epoch=, index=}) and the listed layers' modules by name (the white-box
--- regularizer asks its layer's ReLU to make its pull on the way; see nn.Linear).
+-- regularizer has its layer's ReLU make its loss on the way; see nn.Linear).
 local core = require "deepsigns.core"
 local A = require "deepsigns.autograd"
 local F = require "deepsigns.functional"
