@@ -72,6 +72,24 @@ static double *centre_dists(const float *c, int64_t k, int64_t m) {
   return d;
 }
 
+/* The push of one row hi from every centre but its own (own), each capped at the
+ * distance between the two centres (caps, rows x rows): returns the capped sum and, when
+ * gi is not NULL, adds 2 g (hi - c_r) into gi for every centre r still under its cap. */
+static double capped_push_row(const float *hi, const float *c, int64_t rows, int64_t own, int64_t m,
+                              const double *caps, float g, float *gi) {
+  double acc = 0;
+  for (int64_t r = 0; r < rows; r++) {
+    if (r == own) continue;
+    const float *restrict cr = c + r * m;
+    double d = sqdist(hi, cr, m), cap = caps[own * rows + r];
+    acc += d < cap ? d : cap;
+    if (!gi || d >= cap) continue; /* capped: no gradient */
+#pragma omp simd
+    for (int64_t k = 0; k < m; k++) gi[k] += 2 * g * (hi[k] - cr[k]);
+  }
+  return acc;
+}
+
 /* The paper variant's pass over its target rows (rows idx[first[k]..first[k+1]) of h
  * belong to mean row brow[k], np groups): sum ||h_i - mu_own||^2 into *pull and the
  * capped push from the other means into *push; gt (one row per listed row) set to
@@ -103,15 +121,7 @@ int ds_wm_paper_rows(ds_tensor *h, ds_tensor *mu, const int64_t *idx, const int6
         mk[j] += hi[j];
       }
       sp += row;
-      for (int64_t r = 0; r < s; r++) { /* the push from the other means, capped */
-        if (r == own) continue;
-        const float *restrict cr = pm + r * m;
-        double d = sqdist(hi, cr, m), cap = caps[own * s + r];
-        sq += d < cap ? d : cap;
-        if (d >= cap) continue;
-#pragma omp simd
-        for (int64_t j = 0; j < m; j++) gi[j] -= 2 * k1 * (hi[j] - cr[j]);
-      }
+      if (s > 1) sq += capped_push_row(hi, pm, s, own, m, caps, -k1, gi);
     }
     float inv = 1.0f / (float)cnt;
 #pragma omp simd
@@ -358,12 +368,7 @@ ds_tensor *ds_wm_push(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *m
   for (int64_t i = 0; i < b; i++) {
     int64_t own = row_of(map, ds_data(y)[i]);
     if (own < 0) continue;
-    const float *hi = ds_data(h) + i * m;
-    for (int64_t r = 0; r < rows; r++) {
-      if (r == own) continue;
-      double d = sqdist(hi, ds_data(c) + r * m, m), cap = caps[own * rows + r];
-      acc += d < cap ? d : cap;
-    }
+    acc += capped_push_row(ds_data(h) + i * m, ds_data(c), rows, own, m, caps, 0.0f, NULL);
   }
   free(caps);
   return ds_scalar_tensor((float)acc);
@@ -390,16 +395,7 @@ int ds_wm_push_vg(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *map, 
   for (int64_t i = 0; i < b; i++) {
     int64_t own = row_of(map, ds_data(y)[i]);
     if (own < 0) continue;
-    const float *hi = ds_data(h) + i * m;
-    float *ghi = ds_data(rh) + i * m;
-    for (int64_t r = 0; r < rows; r++) {
-      if (r == own) continue;
-      const float *cr = ds_data(c) + r * m;
-      double d = sqdist(hi, cr, m), cap = caps[own * rows + r];
-      acc += d < cap ? d : cap;
-      if (d >= cap) continue; /* capped: no gradient */
-      for (int64_t k = 0; k < m; k++) ghi[k] += 2 * g * (hi[k] - cr[k]);
-    }
+    acc += capped_push_row(ds_data(h) + i * m, ds_data(c), rows, own, m, caps, g, ds_data(rh) + i * m);
   }
   free(caps);
   if (value) *value = acc;

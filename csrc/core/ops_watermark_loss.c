@@ -45,22 +45,46 @@ static int check_reference(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *
 }
 
 /* The reference's terms over the centres alone (separation, unit norm, the projection
- * of the present targets' centres), their gradients added into gc. */
-static int reference_centre_terms(ds_tensor *c, ds_tensor *y, ds_tensor *a, ds_tensor *b, const int64_t *crow,
-                                  const int64_t *brow, int64_t np, float l1, float l2, float *gc, double *sep,
-                                  double *un, double *proj) {
-  return ds_wm_separation_acc(c, y, l1, sep, gc) || ds_wm_unit_norm_acc(c, l1, un, gc) ||
-         (np && ds_wm_projection_rows_acc(c, a, b, crow, brow, np, l2, proj, gc));
+ * of the present targets' centres) and what they need. */
+typedef struct reference_terms {
+  ds_tensor *c, *y, *a, *b;
+  int64_t buf[64], *crow, *brow, np; /* the present targets' centre and bit rows */
+  float l1, l2;
+  double sep, un, proj;
+} reference_terms;
+
+static int reference_terms_init(reference_terms *r, ds_tensor *c, ds_tensor *y, ds_tensor *a, ds_tensor *b,
+                                const int64_t *targets, int64_t s, float l1, float l2) {
+  *r = (reference_terms){.c = c, .y = y, .a = a, .b = b, .l1 = l1, .l2 = l2};
+  r->crow = 2 * s + 1 <= 64 ? r->buf : malloc(sizeof(int64_t) * (size_t)(2 * s + 1));
+  if (!r->crow) return ds_error("wm_reference_loss: out of memory");
+  r->brow = r->crow + s;
+  r->np = present_targets(y, targets, s, r->crow, r->brow);
+  return DS_OK;
+}
+
+static void reference_terms_free(reference_terms *r) {
+  if (r->crow != r->buf) free(r->crow);
+}
+
+/* Thread t of `team` adds its share of the terms' gradients into gc: thread 0
+ * separation and unit norm, thread 1 the projection (one thread: all three). */
+static int reference_centre_terms(void *ctx, int t, int team, float *gc) {
+  reference_terms *r = ctx;
+  int fail = 0;
+  if (t == 0) fail = ds_wm_separation_acc(r->c, r->y, r->l1, &r->sep, gc) || ds_wm_unit_norm_acc(r->c, r->l1, &r->un, gc);
+  if (t == (team > 1 ? 1 : 0) && r->np)
+    fail = fail || ds_wm_projection_rows_acc(r->c, r->a, r->b, r->crow, r->brow, r->np, r->l2, &r->proj, gc);
+  return fail;
 }
 
 int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b, const int64_t *targets,
                          int64_t s, float l1, float l2, float *value, ds_tensor **gc) {
-  if (check_reference(h, y, c, a, b, targets, s)) return DS_EFAIL;
-  int64_t buf[64], *crow = 2 * s + 1 <= 64 ? buf : malloc(sizeof *crow * (size_t)(2 * s + 1)), *brow;
-  if (!crow) return ds_error("wm_reference_loss: out of memory");
-  brow = crow + s;
-  int64_t np = present_targets(y, targets, s, crow, brow), kc = ds_numel(c);
-  double pull = 0, sep = 0, un = 0, proj = 0;
+  reference_terms r;
+  if (check_reference(h, y, c, a, b, targets, s) || reference_terms_init(&r, c, y, a, b, targets, s, l1, l2))
+    return DS_EFAIL;
+  int64_t kc = ds_numel(c);
+  double pull = 0;
   ds_tensor *rc = NULL;
   /* The pull (over the batch's activations) and the centre terms (separation, unit
    * norm and the projection, which reads A from memory) are independent: with two
@@ -77,7 +101,7 @@ int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a,
 #pragma omp section
       fail_pull = ds_wm_pull_vg(h, y, c, NULL, c->shape[0], l1, &pull, NULL, &rc);
 #pragma omp section
-      fail_side = reference_centre_terms(c, y, a, b, crow, brow, np, l1, l2, side, &sep, &un, &proj);
+      fail_side = reference_centre_terms(&r, 0, 1, side);
     }
     fail = fail_pull || fail_side;
     if (!fail) {
@@ -88,9 +112,9 @@ int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a,
     free(side);
   } else
     fail = ds_wm_pull_vg(h, y, c, NULL, c->shape[0], l1, &pull, NULL, &rc) ||
-           reference_centre_terms(c, y, a, b, crow, brow, np, l1, l2, ds_data(rc), &sep, &un, &proj);
+           reference_centre_terms(&r, 0, 1, ds_data(rc));
   if (!fail) {
-    *value = (float)(l1 * (pull + sep + un) + l2 * proj);
+    *value = (float)(l1 * (pull + r.sep + r.un) + l2 * r.proj);
     *gc = rc;
   } else {
     ds_release(rc);
@@ -98,44 +122,21 @@ int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a,
      * other thread is not this one's */
     if (two) ds_error("wm_reference_loss: out of memory");
   }
-  if (crow != buf) free(crow);
+  reference_terms_free(&r);
   return fail ? DS_EFAIL : DS_OK;
 }
 
-/* The reference loss made by the ReLU that makes h (ds_wm_relu_pull_then): after its
- * rows, thread 0 adds separation and unit norm, thread 1 the projection (one thread:
- * all three), each into its own centre-gradient buffer. */
-typedef struct reference_tail {
-  ds_tensor *c, *y, *a, *b;
-  const int64_t *crow, *brow;
-  int64_t np;
-  float l1, l2;
-  double sep, un, proj;
-} reference_tail;
-
-static int reference_tail_terms(void *ctx, int t, int team, float *gc) {
-  reference_tail *r = ctx;
-  int fail = 0;
-  if (t == 0) fail = ds_wm_separation_acc(r->c, r->y, r->l1, &r->sep, gc) || ds_wm_unit_norm_acc(r->c, r->l1, &r->un, gc);
-  if (t == (team > 1 ? 1 : 0) && r->np)
-    fail = fail || ds_wm_projection_rows_acc(r->c, r->a, r->b, r->crow, r->brow, r->np, r->l2, &r->proj, gc);
-  return fail;
-}
-
+/* The same loss made by the ReLU that makes h (ds_wm_relu_pull_then): the centre terms
+ * run on the threads' tails, after their rows, each into its own gradient buffer. */
 ds_tensor *ds_wm_relu_reference(ds_tensor *x, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b,
                                 const int64_t *targets, int64_t s, float l1, float l2, float *value, ds_tensor **gc) {
-  if (check_reference(x, y, c, a, b, targets, s)) return NULL;
-  int64_t buf[64], *crow = 2 * s + 1 <= 64 ? buf : malloc(sizeof *crow * (size_t)(2 * s + 1));
-  if (!crow) {
-    ds_error("wm_relu_reference: out of memory");
+  reference_terms r;
+  if (check_reference(x, y, c, a, b, targets, s) || reference_terms_init(&r, c, y, a, b, targets, s, l1, l2))
     return NULL;
-  }
-  reference_tail r = {.c = c, .y = y, .a = a, .b = b, .crow = crow, .brow = crow + s, .l1 = l1, .l2 = l2};
-  r.np = present_targets(y, targets, s, crow, crow + s);
   double pull = 0;
-  ds_tensor *h = ds_wm_relu_pull_then(x, y, c, NULL, c->shape[0], l1, &pull, gc, reference_tail_terms, &r);
+  ds_tensor *h = ds_wm_relu_pull_then(x, y, c, NULL, c->shape[0], l1, &pull, gc, reference_centre_terms, &r);
   if (h) *value = (float)(l1 * (pull + r.sep + r.un) + l2 * r.proj);
-  if (crow != buf) free(crow);
+  reference_terms_free(&r);
   return h;
 }
 

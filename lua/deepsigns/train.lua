@@ -192,8 +192,9 @@ function TR.train(opts)
       opt:zero_grad()
       for _, r in ipairs(regs) do if r.optimizer then r.optimizer:zero_grad() end end
       local logits, acts
+      local batch = {x = x, y = y, epoch = epoch, index = b} -- logits added after the forward pass
       if #layers > 0 then
-        for _, r in ipairs(regs) do if r.prepare then r.prepare({x = x, y = y, epoch = epoch, index = b}, modules) end end
+        for _, r in ipairs(regs) do if r.prepare then r.prepare(batch, modules) end end
         local ok, cap = pcall(model.with_capture, model, layers, function() logits = model(x) end)
         for _, l in ipairs(layers) do l._relu_with = nil end -- a request lasts one forward pass
         if not ok then error(cap, 0) end
@@ -203,7 +204,7 @@ function TR.train(opts)
         logits = model(x)
       end
       local loss = loss_fn(logits, y, x)
-      local batch = {x = x, y = y, logits = logits, epoch = epoch, index = b}
+      batch.logits = logits
       local reg_vals = {}
       -- one backward pass over the loss and the regularizers, without their sum as a node
       local terms, lv = {loss}, core.item(loss)
