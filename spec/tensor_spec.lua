@@ -152,6 +152,39 @@ describe("deepsigns tensors", function()
     assert.same({17, 39}, ds.tensor{{1, 2}, {3, 4}}:matmul(ds.tensor{5, 6}):totable())
   end)
 
+  it("matches the naive GEMM on products with a tiny side (the skinny loops, split across threads)", function()
+    ds.manual_seed(4)
+    local core = ds.core
+    local function both(f)
+      local was = core.gemm_naive(true)
+      local ok, want = pcall(f)
+      core.gemm_naive(was)
+      assert(ok, want)
+      return want, f()
+    end
+    local function near(f)
+      local want, got = both(f)
+      if type(want) == "table" then
+        for i = 1, 3 do if want[i] then assert.tensor_near(want[i], got[i], 1e-3) end end
+      else
+        assert.tensor_near(want, got, 1e-3)
+      end
+    end
+    -- the output layer's shapes, and widths that are not whole 64-column panels
+    for _, s in ipairs {{128, 512, 10}, {200, 130, 10}, {3, 70, 16}, {300, 7, 64}, {16, 1000, 40}} do
+      local m, n, k = s[1], s[2], s[3]
+      local a, b = ds.randn(m, k), ds.randn(k, n)
+      local at, bt = ds.randn(k, m):transpose(1, 2), ds.randn(n, k):transpose(1, 2)
+      near(function() return a:matmul(b) end)
+      near(function() return at:matmul(b) end)
+      near(function() return a:matmul(bt) end)
+    end
+    -- linear with a bias (the GEMM adds onto it) and its three gradients
+    local x, w, bias, gy = ds.randn(128, 512), ds.randn(10, 512), ds.randn(10), ds.randn(128, 10)
+    near(function() return core.linear(x, w, bias) end)
+    near(function() return {core.linear_backward(x, w, gy, true, true, true)} end)
+  end)
+
   it("repeats random draws for the same seed", function()
     ds.manual_seed(42)
     local a, pa = ds.randn(3, 3), ds.randperm(10)

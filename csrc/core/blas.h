@@ -1,5 +1,6 @@
 /* The one GEMM of deepsigns. C = alpha * op(A) op(B) + beta * C, row-major,
- * op(X) = X or X^T. Goes to OpenBLAS's cblas_sgemm, or to the naive loop when
+ * op(X) = X or X^T. Goes to OpenBLAS's cblas_sgemm, to plain loops for tiny products
+ * and small ones with a side <= 16 (faster there), or to the naive loop when
  * ds_gemm_use_naive(1) was called (used by the specs to cross-check). */
 #ifndef DS_BLAS_H
 #define DS_BLAS_H

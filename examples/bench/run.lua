@@ -28,7 +28,7 @@ print(string.format("threads: %d; machine: %s", ds.get_num_threads(),
 print("\n-- matmul (GFLOP/s)")
 local shapes = {{512, 512, 512, "512^3"}, {128, 512, 784, "MLP fc1 forward (128x784 . 784x512)"},
   {128, 512, 512, "MLP fc2 forward (128x512 . 512x512)"}, {512, 784, 128, "MLP fc1 weight grad (512x128 . 128x784)"},
-  {128, 784, 512, "MLP fc1 input grad (128x512 . 512x784)"}}
+  {128, 784, 512, "MLP fc1 input grad (128x512 . 512x784)"}, {128, 512, 10, "MLP fc3 input grad (128x10 . 10x512)"}}
 for _, s in ipairs(shapes) do
   local m, n, k = s[1], s[2], s[3]
   local flop = 2 * m * n * k
