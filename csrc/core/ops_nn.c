@@ -202,6 +202,8 @@ ds_tensor *ds_dropout(ds_tensor *x, float p, ds_tensor **mask) {
   return y;
 }
 
+enum { PREFETCH_ROWS = 2 }; /* best of 1, 2, 4, 8 on 3 KB rows (Fashion-MNIST images) */
+
 ds_tensor *ds_index_select(ds_tensor *x, const int64_t *idx, int64_t n) {
   char s1[128];
   if (x->ndim < 1) {
@@ -224,11 +226,19 @@ ds_tensor *ds_index_select(ds_tensor *x, const int64_t *idx, int64_t n) {
   }
   int64_t row = x->shape[0] ? ds_numel(x) / x->shape[0] : 0;
   /* a batch of rows drawn at random from a large data set is bound by memory latency:
-   * two threads keep twice the misses in flight */
+   * two threads keep twice the misses in flight, and each asks for the row after next
+   * before copying this one (a copy alone has one row's misses in flight) */
   float *dst = ds_data(y);
   const float *src = ds_data(cx);
+  const size_t bytes = sizeof(float) * (size_t)row;
 #pragma omp parallel for schedule(static) if (n * row >= (1 << 16))
-  for (int64_t i = 0; i < n; i++) memcpy(dst + i * row, src + idx[i] * row, sizeof(float) * (size_t)row);
+  for (int64_t i = 0; i < n; i++) {
+    if (i + PREFETCH_ROWS < n) {
+      const char *ahead = (const char *)(src + idx[i + PREFETCH_ROWS] * row);
+      for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch(ahead + b, 0, 0);
+    }
+    memcpy(dst + i * row, src + idx[i] * row, bytes);
+  }
   ds_release(cx);
   return y;
 }
