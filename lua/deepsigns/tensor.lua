@@ -111,6 +111,14 @@ function T.relu_made_by(x, make)
   check(x, "relu")
   return record_unary("relu", x, make(x), nil, false, relu_fuse_pull)
 end
+-- relu(x) written over x, for an x nobody else holds (a linear layer's own output before
+-- its activation): no second buffer. The result is a new tensor on x's storage with the
+-- ReLU's usual node; its backward reads the sign of x, which relu(x) keeps.
+function T.relu_over(x)
+  check(x, "relu")
+  core.unary_("relu", x)
+  return record_unary("relu", x, core.reshape(x, core.size(x)), nil, false, relu_fuse_pull)
+end
 for _, name in ipairs {"neg", "log", "abs", "square"} do M[name] = unop(name, false) end
 M.relu = unop("relu", false, relu_fuse_pull)
 for _, name in ipairs {"exp", "sqrt", "sigmoid", "tanh"} do M[name] = unop(name, true) end

@@ -49,7 +49,9 @@ function L.Linear:forward(x)
     -- to be made by its own op, which computes its loss on the way (ds.train calls the
     -- regularizer's prepare before the forward pass)
     local make = self._relu_with
-    if make and act == "relu" then y = T.relu_made_by(y, make) else y = y[act](y) end
+    if make and act == "relu" then y = T.relu_made_by(y, make)
+    elseif act == "relu" then y = T.relu_over(y) -- y is this layer's own: no second buffer
+    else y = y[act](y) end
   end
   return y
 end
