@@ -72,6 +72,31 @@ describe("autograd", function()
     assert.is_true((h.grad - first * 2):abs():max():item() < 1e-5)
   end)
 
+  it("lets a backward write over a gradient only it holds, never over one somebody else can read", function()
+    -- dropout and the ReLU write their gradients over the incoming one when the pass owns
+    -- it; with retain_graph it is never theirs: both passes must give the same gradients
+    local function grads(retain)
+      ds.manual_seed(7)
+      local x = ds.randn(8, 6):requires_grad()
+      local w1, w2 = ds.randn(5, 6):requires_grad(), ds.randn(3, 5):requires_grad()
+      local h = F.dropout(F.linear(x, w1):relu(), 0.3, true)
+      local h2 = h:sigmoid() * h -- fan-out: h's gradient is a sum
+      local loss = F.cross_entropy(F.linear(h2, w2), ds.tensor{0, 1, 2, 0, 1, 2, 0, 1})
+      loss:backward(nil, retain)
+      return {x.grad:totable(), w1.grad:totable(), w2.grad:totable()}
+    end
+    assert.same(grads(true), grads(false))
+    -- a gradient handed in as the seed stays as it was, even one a backward made
+    local a = ds.randn(4, 5):requires_grad()
+    a:relu():sum():backward()
+    local seed = a.grad
+    local before = seed:totable()
+    local b = ds.randn(4, 5):requires_grad()
+    F.dropout(b:relu(), 0.5, true):backward(seed)
+    assert.same(before, seed:totable())
+    assert.same(before, a.grad:totable())
+  end)
+
   it("runs the backward pass of a sum of losses without building the sum", function()
     local A = require "deepsigns.autograd"
     local function setup()

@@ -22,6 +22,9 @@ ds_tensor *ds_unary(int op, ds_tensor *x, float p);
 int ds_unary_into(int op, ds_tensor *out, ds_tensor *x, float p);
 /* Gradient of a unary op from its input x, output y and output gradient gy. */
 ds_tensor *ds_unary_backward(int op, ds_tensor *x, ds_tensor *y, ds_tensor *gy, float p);
+/* The same written into `into` (contiguous, x's shape; may be gy itself), which is
+ * returned with a new reference. */
+ds_tensor *ds_unary_backward_into(int op, ds_tensor *x, ds_tensor *y, ds_tensor *gy, float p, ds_tensor *into);
 /* out += alpha * x (same shape; out contiguous). */
 int ds_axpy(ds_tensor *out, float alpha, ds_tensor *x);
 

@@ -140,11 +140,12 @@ typedef struct {
   float *r;
 } unary_grad_ctx;
 
-/* r = g * d(op)/dx over [lo, hi): one loop per op, so that each vectorises */
+/* r = g * d(op)/dx over [lo, hi): one loop per op, so that each vectorises. r may be g
+ * (the gradient written over the incoming one): those two are not restrict. */
 static void unary_grad_range(void *ctx, int64_t lo, int64_t hi) {
   const unary_grad_ctx *c = ctx;
-  const float *restrict a = c->a, *restrict g = c->g, *restrict o = c->o;
-  float *restrict r = c->r;
+  const float *restrict a = c->a, *g = c->g, *restrict o = c->o;
+  float *r = c->r;
   const float q = c->q;
 #define GRAD_LOOP(expr)                                                                                            \
   _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) {                                                                              \
@@ -175,14 +176,27 @@ static void unary_grad_range(void *ctx, int64_t lo, int64_t hi) {
 }
 
 ds_tensor *ds_unary_backward(int op, ds_tensor *x, ds_tensor *y, ds_tensor *gy, float q) {
+  return ds_unary_backward_into(op, x, y, gy, q, NULL);
+}
+
+ds_tensor *ds_unary_backward_into(int op, ds_tensor *x, ds_tensor *y, ds_tensor *gy, float q, ds_tensor *into) {
   char s1[128], s2[128];
   if (!ds_same_shape(x, gy)) {
     ds_error("%s backward: gradient shape %s does not match input %s", ds_unary_names[op],
              ds_shape_str(gy, s1, sizeof s1), ds_shape_str(x, s2, sizeof s2));
     return NULL;
   }
+  if (into && (!ds_same_shape(into, x) || !ds_is_contiguous(into))) {
+    ds_error("%s backward: destination %s is not a contiguous tensor of the input's shape %s", ds_unary_names[op],
+             ds_shape_str(into, s1, sizeof s1), ds_shape_str(x, s2, sizeof s2));
+    return NULL;
+  }
   ds_tensor *cx = ds_contiguous(x), *cy = y ? ds_contiguous(y) : NULL, *cg = ds_contiguous(gy);
-  ds_tensor *gx = ds_tensor_like(x);
+  ds_tensor *gx = into;
+  if (into)
+    ds_retain(into);
+  else
+    gx = ds_tensor_like(x);
   if (!cx || !cg || (y && !cy) || !gx) {
     ds_release(gx);
     gx = NULL;

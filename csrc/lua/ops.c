@@ -66,9 +66,10 @@ static int l_unary_(lua_State *L) { /* unary_(op, x, p): in place */
   return 1;
 }
 
-static int l_unary_backward(lua_State *L) { /* unary_backward(op, x, y|nil, gy, p) */
+static int l_unary_backward(lua_State *L) { /* unary_backward(op, x, y|nil, gy, p[, into]) */
   int op = op_index(L, 1, ds_unary_names, DS_UNARY_COUNT);
-  lt_push(L, ds_unary_backward(op, lt_check(L, 2), lt_opt(L, 3), lt_check(L, 4), (float)luaL_optnumber(L, 5, 0)));
+  lt_push(L, ds_unary_backward_into(op, lt_check(L, 2), lt_opt(L, 3), lt_check(L, 4), (float)luaL_optnumber(L, 5, 0),
+                                    lt_opt(L, 6)));
   return 1;
 }
 

@@ -45,8 +45,9 @@ end
 
 -- Records `out` as the result of an op on `inputs` (a list) if any needs a gradient.
 -- fresh: the backward returns only tensors it has just made (a C kernel's results,
--- never g itself, a view of it or a tensor kept elsewhere); the backward pass may
--- then add further gradients into them in place. (Freeing them as soon as used was
+-- never g itself, a view of it or a tensor kept elsewhere), or g itself written over
+-- when called as backward(g, needs, true), which says g is the pass's alone; the
+-- backward pass may then add further gradients into them in place. (Freeing them as soon as used was
 -- tried: it made the white-box overhead in make bench 7% instead of 3%.)
 -- defer: {[j] = fn(acc, g)} for inputs whose gradient is not returned by backward
 -- but added by fn into acc, that input's otherwise complete gradient, in place
@@ -186,6 +187,8 @@ end
 -- roots: tensors with a graph or requiring grad; seeds: their gradients
 function run_backward(roots, seeds, retain_graph)
   local handed = {} -- gradients already stored somewhere (never share one tensor)
+  local seeded = {}
+  for _, sd in ipairs(seeds) do seeded[sd] = true end
   local function own(g)
     if handed[g] then g = core.clone(g) end
     handed[g] = true
@@ -241,7 +244,14 @@ function run_backward(roots, seeds, retain_graph)
       if not node.backward then
         error("backward: the graph was already freed; pass retain_graph=true to the first backward", 4)
       end
-      local gs = fused and table.pack(fused) or table.pack(node.backward(g, node.needs))
+      -- g is this node's alone when a C kernel made it for this pass and nothing reads it
+      -- after the backward (no deferred term takes it, the graph is not kept, it is not a
+      -- seed the caller may hold): the backward may then write its result over it
+      -- (backward(g, needs, true); dropout and the unary ops do)
+      local mine = not fused and not retain_graph and not node.defer and A.fresh[g] and not seeded[g]
+        and core.is_contiguous(g)
+      if mine then handed[g] = nil end
+      local gs = fused and table.pack(fused) or table.pack(node.backward(g, node.needs, mine))
       if node.fresh then
         for j = 1, gs.n do if gs[j] ~= nil then A.fresh[gs[j]] = true end end
       end

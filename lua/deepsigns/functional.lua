@@ -121,7 +121,10 @@ function F.dropout(x, p, training)
   check(x, "dropout")
   if not training or p == 0 then return x end
   local y, mask = core.dropout(x, p) -- the mask drawn and applied in one pass
-  return record_fresh(y, {x}, function(g) return core.binary("mul", g, mask) end)
+  return record_fresh(y, {x}, function(g, _, mine)
+    if mine then return core.binary_("mul", g, g, mask) end -- over g: no new buffer
+    return core.binary("mul", g, mask)
+  end)
 end
 
 -- state: {running_mean, running_var, momentum, eps}; weight and bias are parameters

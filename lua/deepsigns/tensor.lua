@@ -85,8 +85,15 @@ end
 -- fuse_pull (ReLU only): folds a white-box pull on the output into the backward
 -- (autograd.backward: a deferred add with a `pull` form)
 local function record_unary(name, x, y, p, keep_out, fuse_pull)
-  -- fresh: unary_backward returns a new tensor (autograd.record)
-  record(y, {x}, function(g) return unary_backward(name, x, keep_out and y or nil, g, p) end, true)
+  -- fresh: unary_backward returns a new tensor (autograd.record), or g itself when the
+  -- backward pass says g is this node's alone (written over: no new buffer)
+  record(y, {x}, function(g, _, mine)
+    if mine then
+      core.free(unary_backward(name, x, keep_out and y or nil, g, p, g)) -- the extra box on g
+      return g
+    end
+    return unary_backward(name, x, keep_out and y or nil, g, p)
+  end, true)
   if fuse_pull then
     local u = getuv(y)
     if u and u.node then u.node.fuse_pull = fuse_pull end
