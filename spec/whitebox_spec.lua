@@ -214,6 +214,19 @@ describe("white-box watermark", function()
         ok, err = pcall(ds.core.wm_relu_reference, x, y, c, a, b, {1, 7}, 0.05, 0.02)
         assert.is_false(ok)
         assert.matches("target class 7 has no centre row", err, 1, true)
+        -- written over x (the layer's own output): the same results, x now holds relu(x)
+        local xo = x:clone()
+        local h4, v4, gc4 = ds.core.wm_relu_reference(xo, y, c, a, b, {1, 3}, 0.05, 0.02, true)
+        assert.same(h2:totable(), h4:totable())
+        assert.same(h2:totable(), xo:totable())
+        assert.equal(v2:item(), v4:item())
+        assert.same(gc2:totable(), gc4:totable())
+        -- the folded backward written over the incoming gradient: the same values
+        local gh = ds.randn(table.unpack(x:size()))
+        local want_g = ds.core.wm_relu_pull_backward(x, gh, y, c, nil, 4, 0.3)
+        local over = gh:clone()
+        ds.core.wm_relu_pull_backward(x, over, y, c, nil, 4, 0.3, over)
+        assert.same(want_g:totable(), over:totable())
       end
       -- through the regularizer: the same loss and gradients with the layer's ReLU making
       -- the loss (prepare, as ds.train does) as without

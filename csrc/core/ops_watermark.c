@@ -230,8 +230,8 @@ SELECT_VECTORISES static void relu_pull_rows(void *ctx, int64_t lo, int64_t hi) 
   float s = j->scale;
   for (int64_t i = lo; i < hi; i++) {
     int64_t row = row_of(j->map, j->y[i]);
-    const float *restrict xi = j->x + i * m, *restrict gi = j->g + i * m;
-    float *restrict ri = j->r + i * m;
+    const float *restrict xi = j->x + i * m, *gi = j->g + i * m; /* r may be g: not restrict */
+    float *ri = j->r + i * m;
     if (row < 0) {
 #pragma omp simd
       for (int64_t k = 0; k < m; k++) ri[k] = xi[k] > 0 ? gi[k] : 0.0f;
@@ -254,8 +254,8 @@ SELECT_VECTORISES static double relu_pull_forward_rows(const float *x, float *h,
   double acc = 0;
   for (int64_t i = lo; i < hi; i++) {
     int64_t r = row_of(map, y[i]);
-    const float *restrict xi = x + i * m;
-    float *restrict hi_ = h + i * m;
+    const float *xi = x + i * m; /* h may be x (written over): not restrict */
+    float *hi_ = h + i * m;
     if (r < 0) {
 #pragma omp simd
       for (int64_t k = 0; k < m; k++) hi_[k] = xi[k] > 0 ? xi[k] : 0.0f;
@@ -279,13 +279,18 @@ SELECT_VECTORISES static double relu_pull_forward_rows(const float *x, float *h,
 #define RELU_PULL_MAX_THREADS 16
 
 ds_tensor *ds_wm_relu_pull_then(ds_tensor *x, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes,
-                                float g, double *value, ds_tensor **gc, ds_wm_then_fn then, void *ctx) {
+                                float g, int over, double *value, ds_tensor **gc, ds_wm_then_fn then, void *ctx) {
   if (check_hyc("wm_relu_pull", x, y, c, map, classes)) return NULL;
+  if (over && !ds_is_contiguous(x)) {
+    ds_error("wm_relu_pull: can only write over a contiguous input");
+    return NULL;
+  }
   int64_t b = x->shape[0], m = x->shape[1], kc = ds_numel(c);
   int nt = b * m >= (1 << 15) ? ds_get_num_threads() : 1;
   if (nt > RELU_PULL_MAX_THREADS) nt = RELU_PULL_MAX_THREADS;
   if (nt > b) nt = (int)(b > 0 ? b : 1);
-  ds_tensor *h = ds_tensor_empty(2, x->shape), *rc = ds_tensor_empty(2, c->shape);
+  ds_tensor *h = over ? x : ds_tensor_empty(2, x->shape), *rc = ds_tensor_empty(2, c->shape);
+  if (over) ds_retain(x);
   /* each further thread sums its rows' centre gradient apart (added in thread order);
    * every thread zeroes its own buffer, so that its lines start in its own cache */
   float *part = nt > 1 ? malloc((size_t)(nt - 1) * (size_t)kc * sizeof(float)) : NULL;
@@ -330,11 +335,11 @@ ds_tensor *ds_wm_relu_pull_then(ds_tensor *x, ds_tensor *y, ds_tensor *c, const 
 
 ds_tensor *ds_wm_relu_pull(ds_tensor *x, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes, float g,
                            double *value, ds_tensor **gc) {
-  return ds_wm_relu_pull_then(x, y, c, map, classes, g, value, gc, NULL, NULL);
+  return ds_wm_relu_pull_then(x, y, c, map, classes, g, 0, value, gc, NULL, NULL);
 }
 
 ds_tensor *ds_wm_relu_pull_backward(ds_tensor *x, ds_tensor *gh, ds_tensor *y, ds_tensor *c,
-                                    const int64_t *map, int64_t classes, float g) {
+                                    const int64_t *map, int64_t classes, float g, ds_tensor *into) {
   if (check_hyc("wm_relu_pull_backward", x, y, c, map, classes)) return NULL;
   if (!ds_same_shape(gh, x)) {
     char s1[128], s2[128];
@@ -342,7 +347,15 @@ ds_tensor *ds_wm_relu_pull_backward(ds_tensor *x, ds_tensor *gh, ds_tensor *y, d
              ds_shape_str(x, s2, sizeof s2));
     return NULL;
   }
-  ds_tensor *cg = ds_contiguous(gh), *r = cg ? ds_tensor_empty(2, x->shape) : NULL;
+  if (into && (!ds_same_shape(into, x) || !ds_is_contiguous(into))) {
+    char s1[128];
+    ds_error("wm_relu_pull_backward: destination %s is not a contiguous tensor of the activations' shape",
+             ds_shape_str(into, s1, sizeof s1));
+    return NULL;
+  }
+  ds_tensor *cg = ds_contiguous(gh), *r = NULL;
+  if (cg && into) ds_retain(r = into);
+  else if (cg) r = ds_tensor_empty(2, x->shape);
   if (!r) {
     ds_release(cg);
     return NULL;

@@ -43,9 +43,10 @@ int ds_wm_pull_vg(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *row_o
                   double *value, ds_tensor **gh, ds_tensor **gc);
 /* The gradient of x for h = relu(x) when h's gradient is gh plus g times the pull's,
  * g (h_i - c_{y_i}), in one pass instead of an add and the ReLU's backward:
- * [x > 0] (gh + g (x - c_{y_i})), h = x wherever the mask is 1. A new B x M tensor. */
+ * [x > 0] (gh + g (x - c_{y_i})), h = x wherever the mask is 1. A new B x M tensor, or
+ * `into` (contiguous, B x M; may be gh) with a new reference. */
 ds_tensor *ds_wm_relu_pull_backward(ds_tensor *x, ds_tensor *gh, ds_tensor *y, ds_tensor *c,
-                                    const int64_t *row_of_class, int64_t classes, float g);
+                                    const int64_t *row_of_class, int64_t classes, float g, ds_tensor *into);
 int ds_wm_push_vg(ds_tensor *h, ds_tensor *y, ds_tensor *c, const int64_t *row_of_class, int64_t classes, float g,
                   double *value, ds_tensor **gh);
 int ds_wm_separation_vg(ds_tensor *c, ds_tensor *y, float g, double *value, ds_tensor **gc);
@@ -90,9 +91,12 @@ typedef int (*ds_wm_then_fn)(void *ctx, int thread, int threads, float *gc);
 ds_tensor *ds_wm_relu_pull(ds_tensor *x, ds_tensor *y, ds_tensor *c, const int64_t *row_of_class, int64_t classes,
                            float g, double *value, ds_tensor **gc);
 ds_tensor *ds_wm_relu_pull_then(ds_tensor *x, ds_tensor *y, ds_tensor *c, const int64_t *row_of_class, int64_t classes,
-                                float g, double *value, ds_tensor **gc, ds_wm_then_fn then, void *ctx);
+                                float g, int over, double *value, ds_tensor **gc, ds_wm_then_fn then, void *ctx);
+/* over: h is written over x (contiguous; a layer's own output), returned with a new
+ * reference, instead of into a new tensor */
 ds_tensor *ds_wm_relu_reference(ds_tensor *x, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b,
-                                const int64_t *targets, int64_t s, float l1, float l2, float *value, ds_tensor **gc);
+                                const int64_t *targets, int64_t s, float l1, float l2, int over, float *value,
+                                ds_tensor **gc);
 int ds_wm_paper_loss(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b,
                      const int64_t *row_of_class, int64_t classes, float l1, float l2, float *value, ds_tensor **gt,
                      ds_tensor **rows_of_gt, ds_tensor **gmu);

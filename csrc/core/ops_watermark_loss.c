@@ -129,12 +129,13 @@ int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a,
 /* The same loss made by the ReLU that makes h (ds_wm_relu_pull_then): the centre terms
  * run on the threads' tails, after their rows, each into its own gradient buffer. */
 ds_tensor *ds_wm_relu_reference(ds_tensor *x, ds_tensor *y, ds_tensor *c, ds_tensor *a, ds_tensor *b,
-                                const int64_t *targets, int64_t s, float l1, float l2, float *value, ds_tensor **gc) {
+                                const int64_t *targets, int64_t s, float l1, float l2, int over, float *value,
+                                ds_tensor **gc) {
   reference_terms r;
   if (check_reference(x, y, c, a, b, targets, s) || reference_terms_init(&r, c, y, a, b, targets, s, l1, l2))
     return NULL;
   double pull = 0;
-  ds_tensor *h = ds_wm_relu_pull_then(x, y, c, NULL, c->shape[0], l1, &pull, gc, reference_centre_terms, &r);
+  ds_tensor *h = ds_wm_relu_pull_then(x, y, c, NULL, c->shape[0], l1, over, &pull, gc, reference_centre_terms, &r);
   if (h) *value = (float)(l1 * (pull + r.sep + r.un) + l2 * r.proj);
   reference_terms_free(&r);
   return h;

@@ -95,14 +95,15 @@ static int l_reference_loss(lua_State *L) {
   return 2;
 }
 
-/* (x, y, c, A, b, targets, l1, l2) -> relu(x), and wm_reference_loss's loss and centre
- * gradient on it, made in the same pass */
+/* (x, y, c, A, b, targets, l1, l2[, over]) -> relu(x), and wm_reference_loss's loss and
+ * centre gradient on it, made in the same pass; over: relu(x) written over x */
 static int l_relu_reference(lua_State *L) {
   int64_t s, *targets = int_list(L, 6, &s, 0);
   ds_tensor *gc;
   float v;
   ds_tensor *h = ds_wm_relu_reference(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5),
-                                      targets, s, (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8), &v, &gc);
+                                      targets, s, (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8),
+                                      lua_toboolean(L, 9), &v, &gc);
   if (!h) return lt_raise(L);
   lt_push(L, h);
   lt_push(L, ds_scalar_tensor(v));
@@ -152,12 +153,13 @@ static int l_pull_add(lua_State *L) {
   return 0;
 }
 
-/* (x, gh, y, c, map|nil, classes, g) -> [x > 0] (gh + g (x - c_y)) */
+/* (x, gh, y, c, map|nil, classes, g[, into]) -> [x > 0] (gh + g (x - c_y)) */
 static int l_relu_pull_backward(lua_State *L) {
   int64_t classes = luaL_optinteger(L, 6, 0);
   int64_t *map = class_map(L, 5, &classes);
+  ds_tensor *into = lt_opt(L, 8);
   lt_push(L, ds_wm_relu_pull_backward(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), map, classes,
-                                      (float)luaL_checknumber(L, 7)));
+                                      (float)luaL_checknumber(L, 7), into));
   return 1;
 }
 

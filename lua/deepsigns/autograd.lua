@@ -189,6 +189,10 @@ function run_backward(roots, seeds, retain_graph)
   local handed = {} -- gradients already stored somewhere (never share one tensor)
   local seeded = {}
   for _, sd in ipairs(seeds) do seeded[sd] = true end
+  -- whether node's incoming g is the pass's alone (see below)
+  local function owns(g, node)
+    return not retain_graph and not node.defer and A.fresh[g] and not seeded[g] and core.is_contiguous(g)
+  end
   local function own(g)
     if handed[g] then g = core.clone(g) end
     handed[g] = true
@@ -228,7 +232,9 @@ function run_backward(roots, seeds, retain_graph)
       -- the one deferred term folded into the ReLU's backward: no separate pass over g
       deferred[t] = nil
       local d = later[1]
-      fused = node.fuse_pull(g, d[3], d[3].scale(d[2]), node.inputs[1])
+      local mine = owns(g, node)
+      if mine then handed[g] = nil end
+      fused = node.fuse_pull(g, d[3], d[3].scale(d[2]), node.inputs[1], mine)
       later = nil
     end
     if later then
@@ -248,8 +254,7 @@ function run_backward(roots, seeds, retain_graph)
       -- after the backward (no deferred term takes it, the graph is not kept, it is not a
       -- seed the caller may hold): the backward may then write its result over it
       -- (backward(g, needs, true); dropout and the unary ops do)
-      local mine = not fused and not retain_graph and not node.defer and A.fresh[g] and not seeded[g]
-        and core.is_contiguous(g)
+      local mine = not fused and owns(g, node)
       if mine then handed[g] = nil end
       local gs = fused and table.pack(fused) or table.pack(node.backward(g, node.needs, mine))
       if node.fresh then

@@ -106,14 +106,19 @@ local function unop(name, keep_out, fuse_pull)
     return record_unary(name, x, unary(name, x, p), p, keep_out, fuse_pull)
   end
 end
--- x: the ReLU's input
-local function relu_fuse_pull(g, pull, scale, x)
+-- x: the ReLU's input; mine: g is the backward pass's alone, written over
+local function relu_fuse_pull(g, pull, scale, x, mine)
+  if mine then
+    core.free(core.wm_relu_pull_backward(x, g, pull.y, pull.c, nil, pull.classes, scale, g)) -- the extra box on g
+    return g
+  end
   return core.wm_relu_pull_backward(x, g, pull.y, pull.c, nil, pull.classes, scale)
 end
 
 -- relu(x) whose output is made by make(x), a C op that computes more on the way while
 -- each row is in cache (the white-box regularizer's loss: core.wm_relu_reference); it
--- must return relu(x) as a new tensor. The node is the ReLU's own.
+-- returns relu(x) as a new tensor, or written over x (a new tensor on x's storage) when
+-- x is the caller's own, as relu_over. The node is the ReLU's own.
 function T.relu_made_by(x, make)
   check(x, "relu")
   return record_unary("relu", x, make(x), nil, false, relu_fuse_pull)

@@ -106,8 +106,8 @@ function Key:regularizer(opts)
       pending = nil
       if mod and mod.activation == "relu" then
         local p = {y = batch.y, c = key.centres}
-        function p.make(x)
-          p.h, p.value, p.gc = core.wm_relu_reference(x, p.y, p.c, a, b, targets, l1, l2)
+        function p.make(x) -- x: the layer's own output before its ReLU, written over
+          p.h, p.value, p.gc = core.wm_relu_reference(x, p.y, p.c, a, b, targets, l1, l2, true)
           return p.h
         end
         pending, mod._relu_with = p, p.make
