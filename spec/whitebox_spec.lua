@@ -221,6 +221,10 @@ describe("white-box watermark", function()
         assert.same(h2:totable(), xo:totable())
         assert.equal(v2:item(), v4:item())
         assert.same(gc2:totable(), gc4:totable())
+        -- a transposed view of the activations: named as such, not as a size mismatch
+        ok, err = pcall(ds.core.wm_relu_reference, x:t():contiguous():t(), y, c, a, b, {1, 3}, 0.05, 0.02, true)
+        assert.is_false(ok)
+        assert.matches("wm_reference_loss: the activations and the labels must be contiguous", err, 1, true)
         -- the folded backward written over the incoming gradient: the same values
         local gh = ds.randn(table.unpack(x:size()))
         local want_g = ds.core.wm_relu_pull_backward(x, gh, y, c, nil, 4, 0.3)

@@ -12,9 +12,11 @@
 static int check_common(const char *op, ds_tensor *h, ds_tensor *y, ds_tensor *a, ds_tensor *b) {
   char s1[128], s2[128], s3[128];
   if (h->ndim != 2 || y->ndim != 1 || y->shape[0] != h->shape[0] || a->ndim != 2 || a->shape[0] != h->shape[1] ||
-      b->ndim != 2 || b->shape[1] != a->shape[1] || !ds_is_contiguous(h) || !ds_is_contiguous(y))
+      b->ndim != 2 || b->shape[1] != a->shape[1])
     return ds_error("%s: size mismatch, activations: %s, A: %s, bits: %s (want B x M, M x N, s x N)", op,
                     ds_shape_str(h, s1, sizeof s1), ds_shape_str(a, s2, sizeof s2), ds_shape_str(b, s3, sizeof s3));
+  if (!ds_is_contiguous(h) || !ds_is_contiguous(y))
+    return ds_error("%s: the activations and the labels must be contiguous (:contiguous())", op);
   return DS_OK;
 }
 
