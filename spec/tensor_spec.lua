@@ -171,7 +171,7 @@ describe("deepsigns tensors", function()
       end
     end
     -- the output layer's shapes, and widths that are not whole 64-column panels
-    for _, s in ipairs {{128, 512, 10}, {200, 130, 10}, {3, 70, 16}, {300, 7, 64}, {16, 1000, 40}} do
+    for _, s in ipairs {{128, 512, 10}, {200, 130, 10}, {3, 70, 16}, {300, 7, 64}, {16, 1000, 40}, {1, 32, 512}, {5, 40, 300}} do
       local m, n, k = s[1], s[2], s[3]
       local a, b = ds.randn(m, k), ds.randn(k, n)
       local at, bt = ds.randn(k, m):transpose(1, 2), ds.randn(n, k):transpose(1, 2)

@@ -50,39 +50,48 @@ typedef struct {
   float *c;
 } gemm_job;
 
-/* Eight vectors of eight floats: a panel of 64 columns of C whose sums stay in
+/* Vectors of eight floats: a panel of up to 64 columns of C whose sums stay in
  * registers (a float array here lived on the stack: a load and a store per product). */
 typedef float v8 __attribute__((vector_size(32), aligned(4), may_alias));
 enum { PANEL = 64 };
 
-/* C[i, j:j0+PANEL] = alpha sum_p A(i,p) B[p, j0:j0+PANEL] + beta C[...]: the sums of
- * columns j0.. in registers, stored from column j >= j0 on (the last panel of a row
- * is moved left to end at the row's end; its columns before j belong to the panel
- * before it). */
-static void panel(const gemm_job *g, int64_t i, int64_t j0, int64_t j) {
+/* C[i, j:j0+8nv] = alpha sum_p A(i,p) B[p, j0:j0+8nv] + beta C[...]: the sums of
+ * columns j0.. in nv vector registers, stored from column j >= j0 on (the last panel of
+ * a row is moved left to end at the row's end; its columns before j belong to the
+ * panel before it). nv is a constant at each call, so the loops over it unroll. */
+static inline __attribute__((always_inline)) void panel_of(const gemm_job *g, int64_t i, int64_t j0, int64_t j,
+                                                           const int nv) {
   const float *bp = g->b + j0;
-  v8 s[8] = {{0}};
+  v8 s[PANEL / 8] = {{0}};
   for (int64_t p = 0; p < g->k; p++, bp += g->ldb) {
     float av = g->ta ? g->a[p * g->lda + i] : g->a[i * g->lda + p];
     const v8 *bv = (const v8 *)bp;
-    for (int q = 0; q < 8; q++) s[q] += av * bv[q];
+    for (int q = 0; q < nv; q++) s[q] += av * bv[q];
   }
   const float alpha = g->alpha, beta = g->beta;
   float *ci = g->c + i * g->ldc;
   if (j == j0) {
     v8 *cv = (v8 *)(ci + j0);
     if (beta == 0.0f)
-      for (int q = 0; q < 8; q++) cv[q] = alpha * s[q];
+      for (int q = 0; q < nv; q++) cv[q] = alpha * s[q];
     else
-      for (int q = 0; q < 8; q++) cv[q] = alpha * s[q] + beta * cv[q];
+      for (int q = 0; q < nv; q++) cv[q] = alpha * s[q] + beta * cv[q];
     return;
   }
   float acc[PANEL];
-  memcpy(acc, s, sizeof acc);
-  for (int64_t c = j; c < j0 + PANEL; c++) ci[c] = alpha * acc[c - j0] + (beta == 0.0f ? 0.0f : beta * ci[c]);
+  memcpy(acc, s, sizeof(float) * 8 * (size_t)nv);
+  for (int64_t c = j; c < j0 + 8 * nv; c++) ci[c] = alpha * acc[c - j0] + (beta == 0.0f ? 0.0f : beta * ci[c]);
 }
 
-/* Rows narrower than a panel (only in tiny products) */
+/* Row i of C in panels of 8 nv columns (n >= 8 nv) */
+static inline __attribute__((always_inline)) void panel_row(const gemm_job *g, int64_t i, const int nv) {
+  const int64_t w = 8 * nv;
+  int64_t j = 0;
+  for (; j + w <= g->n; j += w) panel_of(g, i, j, j, nv);
+  if (j < g->n) panel_of(g, i, g->n - w, j, nv);
+}
+
+/* Rows narrower than 32 columns (only in tiny products) */
 static void narrow_row(const gemm_job *g, int64_t i) {
   float acc[PANEL] = {0};
   const float *bp = g->b;
@@ -117,12 +126,12 @@ static void dots(const gemm_job *g, int64_t i) {
 static void skinny_row(const gemm_job *g, int64_t i) {
   if (g->tb) {
     dots(g, i);
-  } else if (g->n < PANEL) {
-    narrow_row(g, i);
+  } else if (g->n >= PANEL) {
+    panel_row(g, i, PANEL / 8);
+  } else if (g->n >= PANEL / 2) { /* a watermark projection's 32 bits */
+    panel_row(g, i, PANEL / 16);
   } else {
-    int64_t j = 0;
-    for (; j + PANEL <= g->n; j += PANEL) panel(g, i, j, j);
-    if (j < g->n) panel(g, i, g->n - PANEL, j);
+    narrow_row(g, i);
   }
 }
 
@@ -136,7 +145,11 @@ static int skinny_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float al
   int tiny_side = (m <= 16 || n <= 16 || k <= 16) && (tb || n >= PANEL);
   if ((ta && tb) || size > (tiny_side ? (1 << 20) : (1 << 15))) return 0;
   gemm_job g = {ta, tb, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
-#pragma omp parallel for schedule(static) if (size >= (1 << 16) && m > 1)
+  if (size < (1 << 16) || m == 1) { /* not worth a parallel region */
+    for (int64_t i = 0; i < m; i++) skinny_row(&g, i);
+    return 1;
+  }
+#pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < m; i++) skinny_row(&g, i);
   return 1;
 }

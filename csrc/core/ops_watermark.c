@@ -561,30 +561,6 @@ static int check_projection(ds_tensor *mu, ds_tensor *a, ds_tensor *b) {
   return DS_OK;
 }
 
-/* z = mu A (1 x M times M x N): column blocks of PROJ_COLS summed in registers over the
- * whole of A (ds_gemm's small-product loop kept them in memory: a store and a load per
- * row of A) */
-#define PROJ_COLS 32
-
-static void proj_logits(const float *restrict mu, const float *restrict a, int64_t m, int64_t n, float *restrict z) {
-  int64_t j0 = 0;
-  for (; j0 + PROJ_COLS <= n; j0 += PROJ_COLS) {
-    float acc[PROJ_COLS] = {0};
-    for (int64_t p = 0; p < m; p++) {
-      const float *restrict ap = a + p * n + j0;
-      float mp = mu[p];
-#pragma omp simd
-      for (int j = 0; j < PROJ_COLS; j++) acc[j] += mp * ap[j];
-    }
-    for (int j = 0; j < PROJ_COLS; j++) z[j0 + j] = acc[j];
-  }
-  if (j0 < n) { /* the last columns */
-    for (int64_t j = j0; j < n; j++) z[j] = 0.0f;
-    for (int64_t p = 0; p < m; p++)
-      for (int64_t j = j0; j < n; j++) z[j] += mu[p] * a[p * n + j];
-  }
-}
-
 /* One row of the projection loss: z = mu_row A (N logits), the BCE of the bits b_row
  * into *value, and, when grow is not NULL, g (sigmoid(z) - b) A^T added into grow.
  * -1 when out of memory. */
@@ -592,7 +568,7 @@ static int projection_row(const float *mu, const float *a, const float *b, int64
                           float *grow, double *value) {
   float zbuf[256], *z = n <= 256 ? zbuf : malloc(sizeof(float) * (size_t)n);
   if (!z) return -1;
-  proj_logits(mu, a, m, n, z);
+  ds_gemm(0, 0, 1, n, m, 1.0f, mu, m, a, n, 0.0f, z, n); /* its small-product loops: sums in registers */
   double acc = 0;
   for (int64_t j = 0; j < n; j++) { /* BCE with logits: softplus(z) - b z, in double */
     float v = z[j];

@@ -14,6 +14,10 @@ ds_tensor *lt_check(lua_State *L, int idx);
 ds_tensor *lt_opt(lua_State *L, int idx); /* nil -> NULL */
 /* Pushes a box owning t; t == NULL raises the core's last error. */
 void lt_push(lua_State *L, ds_tensor *t);
+/* An op's result r: pushes a box owning it, or, when the op wrote into the tensor at
+ * argument `into` (nonzero) and returned it with a new reference, that argument's own
+ * box again (drops the extra reference). r == NULL raises the core's last error. */
+int lt_push_result(lua_State *L, ds_tensor *r, int into);
 /* Raises the core's last error. */
 int lt_raise(lua_State *L);
 /* 1-based (or negative, from the end) dimension argument -> 0-based. */

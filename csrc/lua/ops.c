@@ -66,11 +66,13 @@ static int l_unary_(lua_State *L) { /* unary_(op, x, p): in place */
   return 1;
 }
 
-static int l_unary_backward(lua_State *L) { /* unary_backward(op, x, y|nil, gy, p[, into]) */
+/* unary_backward(op, x, y|nil, gy, p[, into]) -> a new tensor, or into itself */
+static int l_unary_backward(lua_State *L) {
   int op = op_index(L, 1, ds_unary_names, DS_UNARY_COUNT);
-  lt_push(L, ds_unary_backward_into(op, lt_check(L, 2), lt_opt(L, 3), lt_check(L, 4), (float)luaL_optnumber(L, 5, 0),
-                                    lt_opt(L, 6)));
-  return 1;
+  ds_tensor *into = lt_opt(L, 6);
+  ds_tensor *r = ds_unary_backward_into(op, lt_check(L, 2), lt_opt(L, 3), lt_check(L, 4), (float)luaL_optnumber(L, 5, 0),
+                                        into);
+  return lt_push_result(L, r, into ? 6 : 0);
 }
 
 static int l_axpy(lua_State *L) { /* axpy_(out, alpha, x) */

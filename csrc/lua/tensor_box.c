@@ -36,6 +36,16 @@ ds_tensor *lt_check(lua_State *L, int idx) {
 
 ds_tensor *lt_opt(lua_State *L, int idx) { return lua_isnoneornil(L, idx) ? NULL : lt_check(L, idx); }
 
+int lt_push_result(lua_State *L, ds_tensor *r, int into) {
+  if (r && into) {
+    ds_release(r);
+    lua_pushvalue(L, into);
+  } else {
+    lt_push(L, r);
+  }
+  return 1;
+}
+
 int lt_dim(lua_State *L, int idx, const ds_tensor *t) {
   lua_Integer d = luaL_checkinteger(L, idx);
   if (d < 0) d += t->ndim + 1;

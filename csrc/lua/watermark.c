@@ -153,14 +153,15 @@ static int l_pull_add(lua_State *L) {
   return 0;
 }
 
-/* (x, gh, y, c, map|nil, classes, g[, into]) -> [x > 0] (gh + g (x - c_y)) */
+/* (x, gh, y, c, map|nil, classes, g[, into]) -> [x > 0] (gh + g (x - c_y)), a new tensor
+ * or into itself */
 static int l_relu_pull_backward(lua_State *L) {
   int64_t classes = luaL_optinteger(L, 6, 0);
   int64_t *map = class_map(L, 5, &classes);
   ds_tensor *into = lt_opt(L, 8);
-  lt_push(L, ds_wm_relu_pull_backward(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), map, classes,
-                                      (float)luaL_checknumber(L, 7), into));
-  return 1;
+  ds_tensor *r = ds_wm_relu_pull_backward(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), map,
+                                          classes, (float)luaL_checknumber(L, 7), into);
+  return lt_push_result(L, r, into ? 8 : 0);
 }
 
 /* (acc, rows, src, g): acc[rows[k]] += g src[k] */

@@ -47,8 +47,8 @@ end
 -- fresh: the backward returns only tensors it has just made (a C kernel's results,
 -- never g itself, a view of it or a tensor kept elsewhere), or g itself written over
 -- when called as backward(g, needs, true), which says g is the pass's alone; the
--- backward pass may then add further gradients into them in place. (Freeing them as soon as used was
--- tried: it made the white-box overhead in make bench 7% instead of 3%.)
+-- backward pass may then add further gradients into them in place. (Freeing them as
+-- soon as used was tried: it made the white-box overhead in make bench 7% instead of 3%.)
 -- defer: {[j] = fn(acc, g)} for inputs whose gradient is not returned by backward
 -- but added by fn into acc, that input's otherwise complete gradient, in place
 -- (g: this node's incoming gradient). A loss term over an activation then writes no
@@ -189,9 +189,15 @@ function run_backward(roots, seeds, retain_graph)
   local handed = {} -- gradients already stored somewhere (never share one tensor)
   local seeded = {}
   for _, sd in ipairs(seeds) do seeded[sd] = true end
-  -- whether node's incoming g is the pass's alone (see below)
-  local function owns(g, node)
-    return not retain_graph and not node.defer and A.fresh[g] and not seeded[g] and core.is_contiguous(g)
+  -- Whether node's incoming g is the pass's alone: a C kernel made it for this pass and
+  -- nothing reads it after node's backward (no deferred term of node takes it, the graph
+  -- is not kept, it is not a seed the caller may hold). The backward may then write its
+  -- result over g (backward(g, needs, true): dropout and the unary ops do), so g is taken
+  -- off the handed list: it may be stored again, as that result.
+  local function claim(g, node)
+    local mine = not retain_graph and not node.defer and A.fresh[g] and not seeded[g] and core.is_contiguous(g)
+    if mine then handed[g] = nil end
+    return mine or false
   end
   local function own(g)
     if handed[g] then g = core.clone(g) end
@@ -232,9 +238,7 @@ function run_backward(roots, seeds, retain_graph)
       -- the one deferred term folded into the ReLU's backward: no separate pass over g
       deferred[t] = nil
       local d = later[1]
-      local mine = owns(g, node)
-      if mine then handed[g] = nil end
-      fused = node.fuse_pull(g, d[3], d[3].scale(d[2]), node.inputs[1], mine)
+      fused = node.fuse_pull(g, d[3], d[3].scale(d[2]), node.inputs[1], claim(g, node))
       later = nil
     end
     if later then
@@ -250,13 +254,7 @@ function run_backward(roots, seeds, retain_graph)
       if not node.backward then
         error("backward: the graph was already freed; pass retain_graph=true to the first backward", 4)
       end
-      -- g is this node's alone when a C kernel made it for this pass and nothing reads it
-      -- after the backward (no deferred term takes it, the graph is not kept, it is not a
-      -- seed the caller may hold): the backward may then write its result over it
-      -- (backward(g, needs, true); dropout and the unary ops do)
-      local mine = not fused and owns(g, node)
-      if mine then handed[g] = nil end
-      local gs = fused and table.pack(fused) or table.pack(node.backward(g, node.needs, mine))
+      local gs = fused and table.pack(fused) or table.pack(node.backward(g, node.needs, claim(g, node)))
       if node.fresh then
         for j = 1, gs.n do if gs[j] ~= nil then A.fresh[gs[j]] = true end end
       end

@@ -88,11 +88,7 @@ local function record_unary(name, x, y, p, keep_out, fuse_pull)
   -- fresh: unary_backward returns a new tensor (autograd.record), or g itself when the
   -- backward pass says g is this node's alone (written over: no new buffer)
   record(y, {x}, function(g, _, mine)
-    if mine then
-      core.free(unary_backward(name, x, keep_out and y or nil, g, p, g)) -- the extra box on g
-      return g
-    end
-    return unary_backward(name, x, keep_out and y or nil, g, p)
+    return unary_backward(name, x, keep_out and y or nil, g, p, mine and g or nil)
   end, true)
   if fuse_pull then
     local u = getuv(y)
@@ -108,11 +104,7 @@ local function unop(name, keep_out, fuse_pull)
 end
 -- x: the ReLU's input; mine: g is the backward pass's alone, written over
 local function relu_fuse_pull(g, pull, scale, x, mine)
-  if mine then
-    core.free(core.wm_relu_pull_backward(x, g, pull.y, pull.c, nil, pull.classes, scale, g)) -- the extra box on g
-    return g
-  end
-  return core.wm_relu_pull_backward(x, g, pull.y, pull.c, nil, pull.classes, scale)
+  return core.wm_relu_pull_backward(x, g, pull.y, pull.c, nil, pull.classes, scale, mine and g or nil)
 end
 
 -- relu(x) whose output is made by make(x), a C op that computes more on the way while
