@@ -282,6 +282,44 @@ describe("white-box watermark", function()
       ds.set_num_threads(n_threads)
     end)
 
+    it("separation on wide centres (the vector loops and their tails) equals its formula", function()
+      -- (1/B) sum_i (c_y . c_n - 1) ||c_y - c_n||^2, n the nearest other centre of y, and its
+      -- gradient with the nearest held fixed, in Lua doubles
+      for _, m in ipairs {7, 8, 31, 33, 45, 77, 512} do
+        ds.manual_seed(m)
+        local k = 5
+        local c = ds.randn(k, m) * (1 / math.sqrt(m))
+        local y = ds.tensor{0, 1, 1, 3, 4, 4, 4, 2, 0}
+        local ct, yt, b = c:totable(), y:totable(), 9
+        local function d2(u, v) local s = 0; for j = 1, m do s = s + (ct[u][j] - ct[v][j]) ^ 2 end; return s end
+        local function dotp(u, v) local s = 0; for j = 1, m do s = s + ct[u][j] * ct[v][j] end; return s end
+        local near = {}
+        for u = 1, k do
+          local best = math.huge
+          for v = 1, k do if v ~= u and d2(u, v) < best then best, near[u] = d2(u, v), v end end
+        end
+        local value, grad = 0, {}
+        for u = 1, k do grad[u] = {}; for j = 1, m do grad[u][j] = 0 end end
+        for i = 1, b do
+          local u = yt[i] + 1
+          local v, s, d = near[u], dotp(u, near[u]), d2(u, near[u])
+          value = value + (s - 1) * d / b
+          for j = 1, m do
+            local diff = ct[u][j] - ct[v][j]
+            grad[u][j] = grad[u][j] + (ct[v][j] * d + (s - 1) * 2 * diff) / b
+            grad[v][j] = grad[v][j] + (ct[u][j] * d - (s - 1) * 2 * diff) / b
+          end
+        end
+        assert.near(value, L.separation(c, y):item(), 1e-5 * math.max(1, math.abs(value)))
+        local cg = c:clone():requires_grad()
+        L.separation(cg, y):backward()
+        local got = cg.grad:totable()
+        for u = 1, k do
+          for j = 1, m do assert.near(grad[u][j], got[u][j], 1e-5) end
+        end
+      end
+    end)
+
     it("compute the reference formulas", function()
       local h, c, y = ds.tensor{{1, 2}, {3, 4}}, ds.tensor{{0, 0}, {1, 1}}, ds.tensor{0, 1}
       assert.near(0.5 * (5 + 13), L.pull(h, y, c, nil, 2):item(), 1e-5)

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "simd.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -50,9 +51,8 @@ typedef struct {
   float *c;
 } gemm_job;
 
-/* Vectors of eight floats: a panel of up to 64 columns of C whose sums stay in
- * registers (a float array here lived on the stack: a load and a store per product). */
-typedef float v8 __attribute__((vector_size(32), aligned(4), may_alias));
+/* Vectors of eight floats (simd.h): a panel of up to 64 columns of C whose sums stay
+ * in registers (a float array here lived on the stack: a load and a store per product). */
 enum { PANEL = 64 };
 
 /* C[i, j:j0+8nv] = alpha sum_p A(i,p) B[p, j0:j0+8nv] + beta C[...]: the sums of
