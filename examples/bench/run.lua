@@ -130,10 +130,13 @@ end
 -- (examples/lockstep.lua: one batch each in turn, ABBA), so that both see the same
 -- machine at the same moments; a plain-vs-plain pair shows the method's own noise.
 -- (Four trainings in one lockstep were tried: with identical runs the timings still
--- differed by up to 1.4% by position.)
+-- differed by up to 1.4% by position.) 12 epochs: adjacent plain and marked steps differ
+-- by ~800 us (sd) on this machine whatever the code does, so the mean over 6 epochs
+-- (1,400 pairs) still moved by ~0.5 points of overhead from run to run; twice the pairs
+-- take that to ~0.35.
 local wb, bb = ds.watermark.whitebox, ds.watermark.blackbox
 local lockstep = require "lockstep"
-local epochs = opts.quick and 1 or 6
+local epochs = opts.quick and 1 or 12
 print(string.format("\n-- white-box watermark (32 bits in class 0, fc2), each in lockstep with plain training, %d epoch(s) of %d samples",
   epochs, n_sub))
 local key, marked, control_over
