@@ -28,9 +28,9 @@ do
   ds.manual_seed(opts.seed)
   local p1, p2 = owner.new_model(), owner.new_model()
   local k = wb.keygen{model = p2, layer = owner.layer, data = part, bits = 32, targets = {0}, variant = "paper", seed = 7}
-  local over = lockstep.overhead(p1, p2, part, {k:regularizer()}, 2)
-  print(string.format("white-box training overhead: %+.1f%% (paper variant, beside plain training in lockstep, "
-    .. "2 epochs of %d images; +-1%%: make bench and examples/whitebox.lua measure it longer)", 100 * over, #part))
+  local over, se = lockstep.overhead(p1, p2, part, {k:regularizer()}, 2)
+  print(string.format("white-box training overhead: %+.1f%% +- %.1f (standard error; paper variant, beside plain "
+    .. "training in lockstep, 2 epochs of %d images; make bench measures it longer)", 100 * over, 100 * se, #part))
 end
 print(tostring(owner.wb_key))
 print(tostring(owner.bb_key))

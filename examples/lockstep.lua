@@ -8,13 +8,15 @@ local F = require "deepsigns.functional"
 
 local M = {}
 
--- runs: list of functions; returns the seconds spent inside each
+-- runs: list of functions; returns the seconds spent inside each, and the seconds of
+-- each round (one batch of each run; rounds where some run had finished are left out)
 function M.run(runs)
-  local cos, secs = {}, {}
+  local cos, secs, rounds = {}, {}, {}
   for i, run in ipairs(runs) do cos[i], secs[i] = coroutine.create(run), 0 end
   local live, round = #cos, 0
   while live > 0 do
     round = round + 1
+    local this, whole = {}, live == #cos
     for j = 1, #cos do
       -- the order rotates by one every round: no run ever follows itself (its data
       -- still in cache) more often than another (for two runs: ABBA)
@@ -23,13 +25,15 @@ function M.run(runs)
       if coroutine.status(co) ~= "dead" then
         local t = ds.clock()
         local ok, err = coroutine.resume(co)
-        secs[i] = secs[i] + ds.clock() - t
+        local dt = ds.clock() - t
+        secs[i], this[i] = secs[i] + dt, dt
         if not ok then error(err, 0) end
-        if coroutine.status(co) == "dead" then live = live - 1 end
+        if coroutine.status(co) == "dead" then live, whole = live - 1, false end
       end
     end
+    if whole then rounds[#rounds + 1] = this end
   end
-  return secs
+  return secs, rounds
 end
 
 local function yielding_loss(logits, y)
@@ -47,11 +51,28 @@ function M.trainer(model, data, regularizers, epochs)
   end
 end
 
+-- Extra time of run 2 over run 1 as a fraction, from M.run's results, and its standard
+-- error from the spread of the per-round differences (adjacent batches of two trainings
+-- differ by ~0.8 ms (sd) on a shared machine whatever the code does).
+function M.estimate(secs, rounds)
+  local n, sum, sq, base = #rounds, 0, 0, 0
+  for _, r in ipairs(rounds) do
+    local d = r[2] - r[1]
+    sum, sq, base = sum + d, sq + d * d, base + r[1]
+  end
+  local se = 0 / 0
+  if n > 1 and base > 0 then
+    local mean = sum / n
+    se = math.sqrt(math.max(0, (sq - n * mean * mean) / (n - 1)) / n) / (base / n)
+  end
+  return secs[2] / secs[1] - 1, se
+end
+
 -- Extra time of training `marked` with `regularizers` (nil: none, the method's own
--- noise) over training `plain`, as a fraction, over `epochs` epochs of `data`.
+-- noise) over training `plain`, as a fraction, over `epochs` epochs of `data`, and its
+-- standard error.
 function M.overhead(plain, marked, data, regularizers, epochs)
-  local secs = M.run {M.trainer(plain, data, nil, epochs), M.trainer(marked, data, regularizers, epochs)}
-  return secs[2] / secs[1] - 1
+  return M.estimate(M.run {M.trainer(plain, data, nil, epochs), M.trainer(marked, data, regularizers, epochs)})
 end
 
 return M

@@ -54,25 +54,27 @@ for _, cfg in ipairs(configs) do
   -- above, keeps training its centres here)
   ds.manual_seed(opts.seed)
   local p1, p2 = new_model(), new_model()
-  local overhead = lockstep.overhead(p1, p2, train, {key:regularizer()}, opts.overhead_epochs)
+  local overhead, se = lockstep.overhead(p1, p2, train, {key:regularizer()}, opts.overhead_epochs)
   print(string.format("%-10s %5d %7s | %9s %+6.2f | %6.3f %9.2e | %6.3f %9.2e | %+7.1f%%", cfg.variant, cfg.bits,
     table.concat(key.targets, ","), C.pct(acc), 100 * (acc - base_acc), r.ber, r.p_value, null.ber, null.p_value,
     100 * overhead))
-  rows[#rows + 1] = {cfg = cfg, overhead = overhead,
+  rows[#rows + 1] = {cfg = cfg, overhead = overhead, se = se,
     ok = r.ber == 0 and again.ber == 0 and not null.detected and math.abs(acc - base_acc) <= 0.005}
 end
 -- the method's own noise in this run: two identical plain trainings in lockstep
 ds.manual_seed(opts.seed)
 local c1, c2 = new_model(), new_model()
-local control = lockstep.overhead(c1, c2, train, nil, opts.overhead_epochs)
+local control, control_se = lockstep.overhead(c1, c2, train, nil, opts.overhead_epochs)
 print("\nBER* and p-value*: the same key read from the unmarked baseline (detected when p < "
   .. wb.DEFAULT_ALPHA .. ").")
 print(string.format("overhead: extra training time with the watermark regularizer, beside plain training in lockstep (%d epoch%s);",
   opts.overhead_epochs, opts.overhead_epochs == 1 and "" or "s"))
-print(string.format("  control, plain beside plain the same way: %+.1f%% (this run's measurement noise). Goal: at most 3%%.", 100 * control))
+print(string.format("  control, plain beside plain the same way: %+.1f%% +- %.1f (this run's measurement noise; +-: standard "
+  .. "error). Goal: at most 3%%.", 100 * control, 100 * control_se))
 for _, r in ipairs(rows) do
   print(string.format("%s %d bits / %d target(s): %s", r.cfg.variant, r.cfg.bits, r.cfg.ntargets,
     (r.ok and "BER 0, accuracy within 0.5 points, unmarked model not detected" or "does NOT meet all of: BER 0, accuracy within 0.5 points, unmarked not detected")
-    .. string.format("; overhead %+.1f%% %s", 100 * r.overhead, r.overhead <= 0.03 and "(<= 3%)" or "(above the 3% goal)")))
+    .. string.format("; overhead %+.1f%% +- %.1f %s", 100 * r.overhead, 100 * r.se,
+      r.overhead <= 0.03 and "(<= 3%)" or "(above the 3% goal)")))
 end
 print("models and keys saved under " .. opts.out .. "/ (re-extracted from the files: same result)")
