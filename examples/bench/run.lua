@@ -21,8 +21,9 @@ local function target_met(value, ref, target)
   return ok, value, limit, ""
 end
 
--- se: the value's standard error, where the measurement gives one
+-- se: the value's standard error, where the measurement gives one (NaN: none)
 local function record(name, value, unit, ref, target, bound, se)
+  if se ~= se then se = nil end -- JSON has no NaN
   local met = target_met(value, ref, target)
   results[#results + 1] = {name = name, value = value, unit = unit, reference = ref, target = target, met = met,
     bound = bound, se = se}
