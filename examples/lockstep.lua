@@ -52,13 +52,17 @@ function M.trainer(model, data, regularizers, epochs)
 end
 
 -- Extra time of run 2 over run 1 as a fraction, from M.run's results, and its standard
--- error from the spread of the per-round differences (adjacent batches of two trainings
--- differ by ~0.8 ms (sd) on a shared machine whatever the code does).
+-- error from the spread of the per-batch differences (adjacent batches of two trainings
+-- differ by ~0.8 ms (sd) on a shared machine whatever the code does). The differences
+-- alternate with the ABBA order (the run that follows itself finds its data warm: lag-1
+-- autocorrelation ~-0.2), so the spread is taken over pairs of rounds, each one ABBA;
+-- per round it would read ~20% too large. NaN with fewer than two pairs.
 function M.estimate(secs, rounds)
-  local n, sum, sq, base = #rounds, 0, 0, 0
-  for _, r in ipairs(rounds) do
-    local d = r[2] - r[1]
-    sum, sq, base = sum + d, sq + d * d, base + r[1]
+  local n, sum, sq, base = 0, 0, 0, 0
+  for i = 1, #rounds - 1, 2 do
+    local r, q = rounds[i], rounds[i + 1]
+    local d = (r[2] - r[1]) + (q[2] - q[1])
+    n, sum, sq, base = n + 1, sum + d, sq + d * d, base + r[1] + q[1]
   end
   local se = 0 / 0
   if n > 1 and base > 0 then

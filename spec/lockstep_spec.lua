@@ -18,34 +18,31 @@ describe("lockstep", function()
       end
     end
     ds.clock = function() return now end
-    local ok, secs, rounds = pcall(lockstep.run, {fake {1, 1, 1, 1, 5}, fake {2, 1, 2, 1, 1, 7}})
+    local ok, secs, rounds = pcall(lockstep.run, {fake {1, 1, 1, 1, 1, 1, 4}, fake {2, 1, 3, 1, 1, 2, 1, 9}})
     ds.clock = real
     assert(ok, secs)
-    assert.same({9, 14}, secs)
+    assert.same({10, 20}, secs)
     -- a run's last resume (it returns) is its own round; rounds where one run had
     -- finished are left out of the pairs
-    assert.same({{1, 2}, {1, 1}, {1, 2}, {1, 1}, {5, 1}}, rounds)
+    assert.same({{1, 2}, {1, 1}, {1, 3}, {1, 1}, {1, 1}, {1, 2}, {4, 1}}, rounds)
     local over, se = lockstep.estimate(secs, rounds)
-    assert.near(14 / 9 - 1, over, 1e-12)
-    -- differences 1, 0, 1, 0, -4 (mean -0.4); run 1's rounds average 1.8
-    local d, mean = {1, 0, 1, 0, -4}, -0.4
-    local var = 0
-    for _, x in ipairs(d) do var = var + (x - mean) ^ 2 end
-    var = var / 4
-    assert.near(math.sqrt(var / 5) / 1.8, se, 1e-12)
+    assert.near(1, over, 1e-12)
+    -- over pairs of rounds (one ABBA each; the odd last round is left out): differences
+    -- 1, 2, 1 (mean 4/3, variance 1/3) over a base of 2 per pair
+    assert.near(math.sqrt((1 / 3) / 3) / 2, se, 1e-12)
   end)
 
-  it("gives the standard error of the mean difference", function()
-    -- differences 1, 3 (mean 2, sd sqrt(2)) over base rounds of 10: se = sqrt(2)/sqrt(2)/10
-    local over, se = lockstep.estimate({20, 24}, {{10, 11}, {10, 13}})
-    assert.near(0.2, over, 1e-12)
-    assert.near(0.1, se, 1e-12)
-    local _, none = lockstep.estimate({10, 11}, {{10, 11}})
-    assert.is_true(none ~= none) -- one round: no spread to estimate from
+  it("gives the standard error of the mean difference over pairs of rounds", function()
+    -- pair differences 1 + 3 = 4 and 2 + 0 = 2 (mean 3, sd sqrt(2)), a base of 20 per pair
+    local over, se = lockstep.estimate({40, 46}, {{10, 11}, {10, 13}, {10, 12}, {10, 10}})
+    assert.near(0.15, over, 1e-12)
+    assert.near(math.sqrt(2 / 2) / 20, se, 1e-12)
+    local _, none = lockstep.estimate({20, 24}, {{10, 11}, {10, 13}})
+    assert.is_true(none ~= none) -- one pair: no spread to estimate from
   end)
 
   it("measures two trainings", function()
-    local data = H.synthetic(256, 8, 3, 1)
+    local data = H.synthetic(1024, 8, 3, 1) -- 8 batches: 4 pairs of rounds
     ds.manual_seed(1)
     local a, b = ds.models.mlp{8, 16, 3}, ds.models.mlp{8, 16, 3}
     local over, se = lockstep.overhead(a, b, data, nil, 1)
