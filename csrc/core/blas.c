@@ -51,6 +51,11 @@ typedef struct {
   float *c;
 } gemm_job;
 
+/* C's element from its sum: alpha s + beta c, where beta = 0 ignores c (BLAS: it may be NaN) */
+static inline float epilogue(const gemm_job *g, float s, float c) {
+  return g->alpha * s + (g->beta == 0.0f ? 0.0f : g->beta * c);
+}
+
 /* Vectors of eight floats (simd.h): a panel of up to 64 columns of C whose sums stay
  * in registers (a float array here lived on the stack: a load and a store per product). */
 enum { PANEL = 64 };
@@ -80,7 +85,7 @@ static inline __attribute__((always_inline)) void panel_of(const gemm_job *g, in
   }
   float acc[PANEL];
   memcpy(acc, s, sizeof(float) * 8 * (size_t)nv);
-  for (int64_t c = j; c < j0 + 8 * nv; c++) ci[c] = alpha * acc[c - j0] + (beta == 0.0f ? 0.0f : beta * ci[c]);
+  for (int64_t c = j; c < j0 + 8 * nv; c++) ci[c] = epilogue(g, acc[c - j0], ci[c]);
 }
 
 /* Row i of C in panels of 8 nv columns (n >= 8 nv) */
@@ -100,7 +105,7 @@ static void narrow_row(const gemm_job *g, int64_t i) {
     for (int64_t j = 0; j < g->n; j++) acc[j] += av * bp[j];
   }
   float *ci = g->c + i * g->ldc;
-  for (int64_t j = 0; j < g->n; j++) ci[j] = g->alpha * acc[j] + (g->beta == 0.0f ? 0.0f : g->beta * ci[j]);
+  for (int64_t j = 0; j < g->n; j++) ci[j] = epilogue(g, acc[j], ci[j]);
 }
 
 /* C[i,j] = alpha dot(A[i,:], B[j,:]) + beta C[i,j], four j at a time: independent sums */
@@ -119,7 +124,7 @@ static void dots(const gemm_job *g, int64_t i) {
       s0 += av * b0[p], s1 += av * b1[p], s2 += av * b2[p], s3 += av * b3[p];
     }
     sums[0] = s0, sums[1] = s1, sums[2] = s2, sums[3] = s3;
-    for (int q = 0; q < w; q++) ci[j + q] = g->alpha * sums[q] + (g->beta == 0.0f ? 0.0f : g->beta * ci[j + q]);
+    for (int q = 0; q < w; q++) ci[j + q] = epilogue(g, sums[q], ci[j + q]);
   }
 }
 

@@ -186,18 +186,10 @@ ds_tensor *ds_unary_backward_into(int op, ds_tensor *x, ds_tensor *y, ds_tensor 
              ds_shape_str(gy, s1, sizeof s1), ds_shape_str(x, s2, sizeof s2));
     return NULL;
   }
-  if (into && (!ds_same_shape(into, x) || !ds_is_contiguous(into))) {
-    ds_error("%s backward: destination %s is not a contiguous tensor of the input's shape %s", ds_unary_names[op],
-             ds_shape_str(into, s1, sizeof s1), ds_shape_str(x, s2, sizeof s2));
-    return NULL;
-  }
+  ds_tensor *gx = ds_tensor_into(ds_unary_names[op], " backward", into, x);
+  if (!gx) return NULL;
   ds_tensor *cx = ds_contiguous(x), *cy = y ? ds_contiguous(y) : NULL, *cg = ds_contiguous(gy);
-  ds_tensor *gx = into;
-  if (into)
-    ds_retain(into);
-  else
-    gx = ds_tensor_like(x);
-  if (!cx || !cg || (y && !cy) || !gx) {
+  if (!cx || !cg || (y && !cy)) {
     ds_release(gx);
     gx = NULL;
     goto done;

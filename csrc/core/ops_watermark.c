@@ -310,20 +310,17 @@ SELECT_VECTORISES static double relu_pull_forward_rows(const float *x, float *h,
 ds_tensor *ds_wm_relu_pull_then(ds_tensor *x, ds_tensor *y, ds_tensor *c, const int64_t *map, int64_t classes,
                                 float g, int over, double *value, ds_tensor **gc, ds_wm_then_fn then, void *ctx) {
   if (check_hyc("wm_relu_pull", x, y, c, map, classes)) return NULL;
-  if (over && !ds_is_contiguous(x)) {
-    ds_error("wm_relu_pull: can only write over a contiguous input");
-    return NULL;
-  }
+  ds_tensor *h = ds_tensor_into("wm_relu_pull", " (written over its input)", over ? x : NULL, x);
+  if (!h) return NULL;
   int64_t b = x->shape[0], m = x->shape[1], kc = ds_numel(c);
   int nt = b * m >= (1 << 15) ? ds_get_num_threads() : 1;
   if (nt > RELU_PULL_MAX_THREADS) nt = RELU_PULL_MAX_THREADS;
   if (nt > b) nt = (int)(b > 0 ? b : 1);
-  ds_tensor *h = over ? x : ds_tensor_empty(2, x->shape), *rc = ds_tensor_empty(2, c->shape);
-  if (over) ds_retain(x);
+  ds_tensor *rc = ds_tensor_empty(2, c->shape);
   /* each further thread sums its rows' centre gradient apart (added in thread order);
    * every thread zeroes its own buffer, so that its lines start in its own cache */
   float *part = nt > 1 ? malloc((size_t)(nt - 1) * (size_t)kc * sizeof(float)) : NULL;
-  if (!h || !rc || (nt > 1 && !part)) {
+  if (!rc || (nt > 1 && !part)) {
     ds_release(h), ds_release(rc), free(part);
     ds_error("wm_relu_pull: out of memory");
     return NULL;
@@ -376,17 +373,9 @@ ds_tensor *ds_wm_relu_pull_backward(ds_tensor *x, ds_tensor *gh, ds_tensor *y, d
              ds_shape_str(x, s2, sizeof s2));
     return NULL;
   }
-  if (into && (!ds_same_shape(into, x) || !ds_is_contiguous(into))) {
-    char s1[128];
-    ds_error("wm_relu_pull_backward: destination %s is not a contiguous tensor of the activations' shape",
-             ds_shape_str(into, s1, sizeof s1));
-    return NULL;
-  }
-  ds_tensor *cg = ds_contiguous(gh), *r = NULL;
-  if (cg && into) ds_retain(r = into);
-  else if (cg) r = ds_tensor_empty(2, x->shape);
-  if (!r) {
-    ds_release(cg);
+  ds_tensor *r = ds_tensor_into("wm_relu_pull_backward", "", into, x), *cg = r ? ds_contiguous(gh) : NULL;
+  if (!cg) {
+    ds_release(r);
     return NULL;
   }
   int64_t b = x->shape[0], m = x->shape[1];
