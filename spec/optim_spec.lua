@@ -107,6 +107,62 @@ describe("optimisers", function()
       "linear backward: weight-gradient buffer 4x3 is not a contiguous 3x4 tensor")
   end)
 
+  it("step(recycle) clears a gradient nobody holds in its own pass, and the next backward adds into it", function()
+    local A = require "deepsigns.autograd"
+    local F = ds.functional
+    for _, make in ipairs {function(ps) return optim.Adam(ps, {lr = 0.01}) end,
+      function(ps) return optim.SGD(ps, {lr = 0.1, momentum = 0.9}) end,
+      function(ps) return optim.RMSprop(ps, {lr = 0.01}) end} do
+      -- the same two steps with step() and with step(true) give the same bits
+      local x1, x2 = ds.randn(5, 4), ds.randn(5, 4)
+      local w0 = ds.randn(3, 4)
+      local function two_steps(recycle)
+        local w = w0:clone():requires_grad()
+        local opt = make({w})
+        local bufs = {}
+        for _, x in ipairs {x1, x2} do
+          opt:zero_grad()
+          F.linear(x, w):sum():backward()
+          bufs[#bufs + 1] = A.grad_of(w)
+          opt:step(recycle)
+        end
+        return w, opt, bufs
+      end
+      local plain = two_steps(false)
+      local w, opt, bufs = two_steps(true)
+      assert.same(plain:totable(), w:totable())
+      assert.equal(bufs[1], bufs[2]) -- one buffer, written again
+      -- cleared and dropped at once: .grad is nil, the spare holds zeros and says so
+      assert.is_nil(A.grad_of(w))
+      local spare, zeroed = A.take_spare(w)
+      assert.is_true(zeroed)
+      assert.tensor_near(ds.zeros(3, 4), spare, 0)
+      -- a gradient someone read through w.grad is neither cleared nor dropped
+      F.linear(x1, w):sum():backward()
+      local held = w.grad
+      opt:step(true)
+      assert.tensor_near(ds.ones(5, 3):t():matmul(x1), held)
+      assert.equal(held, w.grad)
+    end
+  end)
+
+  it("step(recycle) with an update that does not clear keeps the gradient", function()
+    local A = require "deepsigns.autograd"
+    local F = ds.functional
+    local Mine = require("deepsigns.class")("MySGD", optim.Optimizer)
+    function Mine:__init(params) optim.Optimizer.__init(self, params, {lr = 0.1}, {lr = 0.1}) end
+    function Mine:update(p, g) ds.core.sgd_step(p, g, nil, self.lr, 0, 0, false, 0, false) end
+    local x, w = ds.randn(5, 4), ds.randn(3, 4):requires_grad()
+    local opt = Mine({w})
+    F.linear(x, w):sum():backward()
+    opt:step(true)
+    local want = ds.ones(5, 3):t():matmul(x)
+    assert.tensor_near(want, A.grad_of(w)) -- kept, as step() keeps it
+    opt:zero_grad()
+    F.linear(x, w):sum():backward() -- its spare is not taken for zeros
+    assert.tensor_near(want, w.grad)
+  end)
+
   it("schedules the learning rate", function()
     local p = ds.tensor({1}):requires_grad()
     local opt = optim.SGD({p}, {lr = 1})

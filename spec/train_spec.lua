@@ -37,6 +37,29 @@ describe("training", function()
     assert.is_true(model.training)
   end)
 
+  it("matches a hand-written loop bit for bit, and leaves the last batch's gradients in .grad", function()
+    -- ds.train recycles the weight gradients (Optimizer:step(true)) on all but its last step
+    local data = blobs(200)
+    ds.manual_seed(3)
+    local a = small_model()
+    ds.train{model = a, data = data, epochs = 2, batch_size = 32, shuffle = false, progress = false, lr = 0.02}
+    ds.manual_seed(3)
+    local b = small_model()
+    local opt = ds.optim.Adam(b:parameters(), {lr = 0.02})
+    for _ = 1, 2 do
+      for x, y in data:batches{size = 32, shuffle = false} do
+        opt:zero_grad()
+        ds.functional.cross_entropy(b(x), y):backward()
+        opt:step()
+      end
+    end
+    for i, p in ipairs(b:parameters()) do
+      local q = a:parameters()[i]
+      assert.same(p:totable(), q:totable())
+      assert.same(p.grad:totable(), q.grad:totable())
+    end
+  end)
+
   it("gives regularizers the batch and the captured activations", function()
     local data = blobs(60)
     local model = small_model()

@@ -48,9 +48,11 @@ ds_tensor *ds_matmul(ds_tensor *a, ds_tensor *b);
 ds_tensor *ds_linear(ds_tensor *x, ds_tensor *w, ds_tensor *b);
 /* Any of gx, gw, gb may be NULL when not wanted. gw_into (may be NULL): a contiguous
  * out x in tensor the weight gradient is written into (and returned with a new
- * reference) instead of a new one: a recycled buffer is still in cache. */
+ * reference) instead of a new one: a recycled buffer is still in cache. gw_zero: the
+ * caller knows gw_into holds zeros (an optimiser step cleared it), so the gradient is
+ * accumulated into it without zeroing it first. */
 int ds_linear_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_tensor **gx, ds_tensor **gw,
-                       ds_tensor **gb, ds_tensor *gw_into);
+                       ds_tensor **gb, ds_tensor *gw_into, int gw_zero);
 /* Pairwise squared distances: a n x m, b k x m -> n x k. */
 ds_tensor *ds_sqdist(ds_tensor *a, ds_tensor *b);
 int ds_sqdist_backward(ds_tensor *a, ds_tensor *b, ds_tensor *g, ds_tensor **ga, ds_tensor **gb);
@@ -100,12 +102,14 @@ ds_tensor *ds_index_add(int ndim, const int64_t *shape, const int64_t *idx, int6
 ds_tensor *ds_gather_rows(ds_tensor *x, ds_tensor *idx);
 ds_tensor *ds_gather_rows_backward(ds_tensor *x, ds_tensor *idx, ds_tensor *g);
 
-/* ---- optimiser steps (optim.c): in place on contiguous tensors ---- */
+/* ---- optimiser steps (optim.c): in place on contiguous tensors; clear: g is set to
+ * zero in the same pass (the training loop's recycled gradient buffers: the next
+ * backward accumulates into them without a zeroing pass of its own) ---- */
 int ds_sgd_step(ds_tensor *p, ds_tensor *g, ds_tensor *buf, float lr, float momentum,
-                float dampening, int nesterov, float weight_decay, int first);
+                float dampening, int nesterov, float weight_decay, int first, int clear);
 int ds_adam_step(ds_tensor *p, ds_tensor *g, ds_tensor *m, ds_tensor *v, float lr, float beta1,
-                 float beta2, float eps, float weight_decay, int decoupled, int64_t step);
+                 float beta2, float eps, float weight_decay, int decoupled, int64_t step, int clear);
 int ds_rmsprop_step(ds_tensor *p, ds_tensor *g, ds_tensor *sq, float lr, float rho, float eps,
-                    float weight_decay);
+                    float weight_decay, int clear);
 
 #endif

@@ -98,7 +98,7 @@ done:
 }
 
 int ds_linear_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_tensor **gx, ds_tensor **gw,
-                       ds_tensor **gb, ds_tensor *gw_into) {
+                       ds_tensor **gb, ds_tensor *gw_into, int gw_zero) {
   if (check_linear(x, w, NULL)) return DS_EFAIL;
   int64_t bs = x->shape[0], in = x->shape[1], out_f = w->shape[0];
   if (gy->ndim != 2 || gy->shape[0] != bs || gy->shape[1] != out_f) {
@@ -126,7 +126,8 @@ int ds_linear_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_tensor **gx
       ds_retain(rw = gw_into);
     else if (!(rw = ds_tensor_empty(2, (int64_t[]){out_f, in})))
       goto done;
-    ds_gemm(1, 0, out_f, in, bs, 1.0f, ds_data(cg), out_f, ds_data(cx), in, 0.0f, ds_data(rw), in);
+    ds_gemm(1, 0, out_f, in, bs, 1.0f, ds_data(cg), out_f, ds_data(cx), in, gw_into && gw_zero ? 1.0f : 0.0f,
+            ds_data(rw), in);
   }
   if (gb) {
     if (!(rb = ds_sum_dim(cg, 0, 0))) goto done;

@@ -154,22 +154,25 @@ static int l_gather_rows_backward(lua_State *L) {
 
 static float num(lua_State *L, int idx) { return (float)luaL_checknumber(L, idx); }
 
-static int l_sgd_step(lua_State *L) { /* (p, g, buf|nil, lr, momentum, dampening, nesterov, wd, first) */
+/* each step's last argument, clear: g is set to zero in the same pass */
+static int l_sgd_step(lua_State *L) { /* (p, g, buf|nil, lr, momentum, dampening, nesterov, wd, first, clear) */
   if (ds_sgd_step(lt_check(L, 1), lt_check(L, 2), lt_opt(L, 3), num(L, 4), num(L, 5), num(L, 6),
-                  lua_toboolean(L, 7), num(L, 8), lua_toboolean(L, 9)))
+                  lua_toboolean(L, 7), num(L, 8), lua_toboolean(L, 9), lua_toboolean(L, 10)))
     return lt_raise(L);
   return 0;
 }
 
-static int l_adam_step(lua_State *L) { /* (p, g, m, v, lr, b1, b2, eps, wd, decoupled, step) */
+static int l_adam_step(lua_State *L) { /* (p, g, m, v, lr, b1, b2, eps, wd, decoupled, step, clear) */
   if (ds_adam_step(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), num(L, 5), num(L, 6),
-                   num(L, 7), num(L, 8), num(L, 9), lua_toboolean(L, 10), luaL_checkinteger(L, 11)))
+                   num(L, 7), num(L, 8), num(L, 9), lua_toboolean(L, 10), luaL_checkinteger(L, 11),
+                   lua_toboolean(L, 12)))
     return lt_raise(L);
   return 0;
 }
 
-static int l_rmsprop_step(lua_State *L) { /* (p, g, sq, lr, rho, eps, wd) */
-  if (ds_rmsprop_step(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), num(L, 4), num(L, 5), num(L, 6), num(L, 7)))
+static int l_rmsprop_step(lua_State *L) { /* (p, g, sq, lr, rho, eps, wd, clear) */
+  if (ds_rmsprop_step(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), num(L, 4), num(L, 5), num(L, 6), num(L, 7),
+                      lua_toboolean(L, 8)))
     return lt_raise(L);
   return 0;
 }

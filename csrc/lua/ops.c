@@ -142,13 +142,14 @@ static int l_linear(lua_State *L) {
   return 1;
 }
 
-/* linear_backward(x, w, gy, need_x, need_w, need_b[, gw_into]) -> gx|nil, gw|nil, gb|nil;
- * with gw_into the weight gradient is written into that tensor, which is returned */
+/* linear_backward(x, w, gy, need_x, need_w, need_b[, gw_into[, gw_zero]]) -> gx|nil, gw|nil, gb|nil;
+ * with gw_into the weight gradient is written into that tensor, which is returned;
+ * gw_zero: it is known to hold zeros (no zeroing pass) */
 static int l_linear_backward(lua_State *L) {
   ds_tensor *gx = NULL, *gw = NULL, *gb = NULL, *into = lt_opt(L, 7);
   int need_w = lua_toboolean(L, 5);
   if (ds_linear_backward(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lua_toboolean(L, 4) ? &gx : NULL,
-                         need_w ? &gw : NULL, lua_toboolean(L, 6) ? &gb : NULL, into))
+                         need_w ? &gw : NULL, lua_toboolean(L, 6) ? &gb : NULL, into, lua_toboolean(L, 8)))
     return lt_raise(L);
   if (gx) lt_push(L, gx);
   else lua_pushnil(L);

@@ -38,7 +38,7 @@ function A.set_requires_grad(t, on, who)
     if not u then u = {}; setuv(t, u) end
     u.requires_grad = true
   elseif u then
-    u.requires_grad, u.spare = nil, nil
+    u.requires_grad, u.spare, u.spare_zeroed = nil, nil, nil
   end
   return t
 end
@@ -126,21 +126,32 @@ function A.grad_of(t)
   return u and u.grad
 end
 
+-- Whether the leaf's gradient would be kept as its spare when dropped (nobody can hold it).
+function A.recyclable_grad(t)
+  local u = getuv(t)
+  local g = u and u.grad
+  return g ~= nil and not u.grad_escaped and A.recyclable[g] == true
+end
+
 -- Drops the leaf's gradient, keeping the buffer as its spare when nobody can hold it.
-function A.drop_grad(t)
+-- zeroed: the caller has just set it to zero (an optimiser step that cleared it on the
+-- way), so the next backward accumulates into it without a zeroing pass.
+function A.drop_grad(t, zeroed)
   local u = getuv(t)
   if not u then return end
   local g = u.grad
-  if g ~= nil and not u.grad_escaped and A.recyclable[g] then u.spare = g end
+  if g ~= nil and not u.grad_escaped and A.recyclable[g] then u.spare, u.spare_zeroed = g, zeroed == true end
   u.grad, u.grad_escaped = nil, nil
 end
 
--- The leaf's spare buffer (taken: used once), or nil.
+-- The leaf's spare buffer (taken: used once) and whether it holds zeros, or nil.
 function A.take_spare(t)
   local u = getuv(t)
   local sp = u and u.spare
-  if sp ~= nil then u.spare = nil end
-  return sp
+  if sp == nil then return nil end
+  local zeroed = u.spare_zeroed
+  u.spare, u.spare_zeroed = nil, nil
+  return sp, zeroed
 end
 
 local run_backward

@@ -16,8 +16,9 @@ function F.linear(x, w, b)
   check(x, "linear", 1); check(w, "linear", 2)
   local y = core.linear(x, w, b)
   return record_fresh(y, {x, w, b}, function(g, needs)
-    local gx, gw, gb = core.linear_backward(x, w, g, needs[1], needs[2], b ~= nil and needs[3],
-      needs[2] and A.take_spare(w) or nil)
+    local spare, zeroed
+    if needs[2] then spare, zeroed = A.take_spare(w) end
+    local gx, gw, gb = core.linear_backward(x, w, g, needs[1], needs[2], b ~= nil and needs[3], spare, zeroed)
     if gw ~= nil then A.recyclable[gw] = true end
     return gx, gw, gb
   end)

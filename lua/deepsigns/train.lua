@@ -235,7 +235,9 @@ function TR.train(opts)
           end
         end
       end
-      opt:step()
+      -- recycled gradients are cleared on the way (Optimizer:step); the last step's stay
+      -- readable through p.grad after training
+      opt:step(not (epoch == epochs and b == nb))
       for _, r in ipairs(regs) do if r.optimizer then r.optimizer:step() end end
       do
         local n = core.size(y, 1)
