@@ -424,6 +424,62 @@ describe("white-box watermark", function()
     assert.is_nil(tensors.A)
   end)
 
+  describe("the reference regularizer inside ds.train (its direct path)", function()
+    local nn = ds.nn
+    local class = require "deepsigns.class"
+    -- fc2 (16 -> 16, ReLU) applied `uses` times in a row; with side = true its output
+    -- leads nowhere (the logits come from fc1's)
+    local Net = class("spec.TwiceNet", nn.Module)
+    function Net:__init(uses, side)
+      nn.Module.__init(self)
+      self.uses, self.side = uses, side
+      self.fc1 = self:add_child("fc1", nn.Linear(20, 16, {activation = "relu"}):named("fc1"))
+      self.fc2 = self:add_child("fc2", nn.Linear(16, 16, {activation = "relu"}):named("fc2"))
+      self.out = self:add_child("out", nn.Linear(16, 4):named("out"))
+    end
+    function Net:forward(x)
+      local h = self.fc1(x)
+      local g = h
+      for _ = 1, self.uses do g = self.fc2(g) end
+      return self.out(self.side and h or g)
+    end
+    local data = H.synthetic(96, 20, 4, 7)
+
+    -- a key on a fresh copy of the same model and seed: two trainings never share centres
+    local function train_with(uses, direct, side)
+      ds.manual_seed(4)
+      local m = Net(uses, side)
+      local key = wb.keygen{model = m, layer = "fc2", data = data, bits = 8, targets = {1}, seed = 5,
+        variant = "reference", keys_per_class = 6}
+      local reg = key:regularizer()
+      local r = reg
+      if not direct then -- the same regularizer, asked for its graph node as a hand-written loop would
+        r = {name = reg.name, layers = reg.layers, optimizer = reg.optimizer, loss = reg.loss,
+          prepare = function(batch, modules) reg.prepare(batch, modules) end}
+      end
+      ds.manual_seed(6)
+      local h = ds.train{model = m, data = data, epochs = 2, batch_size = 32, regularizers = {r}, progress = false}
+      return m, key, h
+    end
+
+    for _, uses in ipairs {1, 2} do
+      it("gives the same bits as its graph node, the layer used " .. uses .. " time(s) per forward pass", function()
+        local m1, k1, h1 = train_with(uses, true)
+        local m2, k2, h2 = train_with(uses, false)
+        for i, p in ipairs(m1:parameters()) do assert.same(m2:parameters()[i]:totable(), p:totable()) end
+        assert.same(k2.centres:totable(), k1.centres:totable())
+        assert.equal(h2[2].regularizers.watermark, h1[2].regularizers.watermark)
+        assert.is_true(h1[2].regularizers.watermark > 0)
+      end)
+    end
+
+    it("stops with a clear error when the layer's output does not lead to the loss", function()
+      local ok, err = pcall(train_with, 1, true, true)
+      assert.is_false(ok)
+      assert.matches("did not reach layer fc2", tostring(err))
+    end)
+  end)
+
   describe("bad input", function()
     local m = small_model(20, 4)
 

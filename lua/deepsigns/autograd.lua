@@ -126,6 +126,16 @@ function A.grad_of(t)
   return u and u.grad
 end
 
+-- Adds g to leaf t's gradient as a backward pass would, for a gradient made outside the
+-- graph (ds.train's white-box regularizer). g is handed over: the caller keeps no other
+-- reference to it.
+function A.add_to_grad(t, g)
+  local u = getuv(t)
+  if not (u and u.requires_grad) then error("add_to_grad: the tensor does not require grad", 2) end
+  if u.grad ~= nil then g = core.binary("add", u.grad, g) end
+  u.grad, u.grad_escaped = g, nil
+end
+
 -- Whether the leaf's gradient would be kept as its spare when dropped (nobody can hold it).
 function A.recyclable_grad(t)
   local u = getuv(t)
@@ -245,7 +255,15 @@ function run_backward(roots, seeds, retain_graph)
     local node = getuv(t).node
     local later = deferred[t]
     local fused = nil
-    if later and g ~= nil and #later == 1 and later[1][3] and node.fuse_pull and node.needs[1] then
+    -- a pull term the ReLU was made with (tensor.relu_made_by: ds.train's white-box
+    -- regularizer): its gradient goes into the ReLU's own backward pass, after any
+    -- deferred terms
+    local pull = node.pull
+    if pull then
+      pull.done = true
+      if pull.cancel or not node.needs[1] then pull = nil elseif g == nil then g = core.zeros(core.size(t)) end
+    end
+    if later and not pull and g ~= nil and #later == 1 and later[1][3] and node.fuse_pull and node.needs[1] then
       -- the one deferred term folded into the ReLU's backward: no separate pass over g
       deferred[t] = nil
       local d = later[1]
@@ -261,6 +279,7 @@ function run_backward(roots, seeds, retain_graph)
       end
       run_deferred(later, g)
     end
+    if pull then fused = node.fuse_pull(g, pull, pull.scale, node.inputs[1], claim(g, node)) end
     if g ~= nil then
       if not node.backward then
         error("backward: the graph was already freed; pass retain_graph=true to the first backward", 4)
@@ -318,7 +337,7 @@ function run_backward(roots, seeds, retain_graph)
         end
       end
     end
-    if not retain_graph then node.backward, node.inputs, node.fuse_pull = nil, {}, nil end
+    if not retain_graph then node.backward, node.inputs, node.fuse_pull, node.pull = nil, {}, nil, nil end
   end
 end
 

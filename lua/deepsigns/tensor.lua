@@ -110,10 +110,19 @@ end
 -- relu(x) whose output is made by make(x), a C op that computes more on the way while
 -- each row is in cache (the white-box regularizer's loss: core.wm_relu_reference); it
 -- returns relu(x) as a new tensor, or written over x (a new tensor on x's storage) when
--- x is the caller's own, as relu_over. The node is the ReLU's own.
+-- x is the caller's own, as relu_over. The node is the ReLU's own. make may also return
+-- a pull term {y=, c=, classes=, scale=}: the node's backward then adds its gradient,
+-- scale (h_i - c_{y_i}) on the rows of classes with a centre, in its own pass (autograd:
+-- node.pull), with no node of its own for the term.
 function T.relu_made_by(x, make)
   check(x, "relu")
-  return record_unary("relu", x, make(x), nil, false, relu_fuse_pull)
+  local h, pull = make(x)
+  record_unary("relu", x, h, nil, false, relu_fuse_pull)
+  if pull ~= nil then
+    local u = getuv(h)
+    if u and u.node then u.node.pull = pull else pull.done = true end -- no graph: nothing to reach
+  end
+  return h
 end
 -- relu(x) written over x, for an x nobody else holds (a linear layer's own output before
 -- its activation): no second buffer. The result is a new tensor on x's storage with the

@@ -4,9 +4,12 @@
 -- A regularizer is a function(batch, acts) or a table {name=, layers={...}, loss=function(batch, acts)}
 -- returning a scalar loss tensor added to the cross-entropy; acts maps each listed
 -- layer name to that layer's output for the batch (with its graph). A table may also
--- have prepare=function(batch, modules), called before each forward pass with the
+-- have prepare=function(batch, modules, direct), called before each forward pass with the
 -- batch ({x=, y=, epoch=, index=}) and the listed layers' modules by name (the white-box
--- regularizer has its layer's ReLU make its loss on the way; see nn.Linear).
+-- regularizer has its layer's ReLU make its loss on the way; see nn.Linear). direct (true
+-- here): the loss may come back as a number whose gradients the regularizer has put in
+-- place itself, since this loop runs one backward over the loss; then after_backward(),
+-- if present, is called after that backward (to check that it reached them).
 local core = require "deepsigns.core"
 local A = require "deepsigns.autograd"
 local F = require "deepsigns.functional"
@@ -194,7 +197,10 @@ function TR.train(opts)
       local logits, acts
       local batch = {x = x, y = y, epoch = epoch, index = b} -- logits added after the forward pass
       if #layers > 0 then
-        for _, r in ipairs(regs) do if r.prepare then r.prepare(batch, modules) end end
+        -- direct: a regularizer may return its loss as a number, having put its gradients
+        -- in place itself (the white-box one: into its ReLU's node and its centres), since
+        -- this loop runs one backward over the loss; it checks in after_backward
+        for _, r in ipairs(regs) do if r.prepare then r.prepare(batch, modules, true) end end
         local ok, cap = pcall(model.with_capture, model, layers, function() logits = model(x) end)
         for _, l in ipairs(layers) do l._relu_with = nil end -- a request lasts one forward pass
         if not ok then error(cap, 0) end
@@ -212,7 +218,7 @@ function TR.train(opts)
         local rl = r.loss(batch, acts or {})
         if rl ~= nil then
           local v = type(rl) == "number" and rl or core.item(rl)
-          terms[#terms + 1] = rl
+          if type(rl) ~= "number" then terms[#terms + 1] = rl end
           reg_vals[r.name] = v
           lv = lv + v
         end
@@ -226,6 +232,7 @@ function TR.train(opts)
           .. "or pass on_nonfinite=\"skip\" to skip such batches", lv ~= lv and "nan" or tostring(lv), epoch, b), 2)
       end
       if #terms == 1 then loss:backward() else A.backward_sum(terms) end
+      for _, r in ipairs(regs) do if r.after_backward then r.after_backward() end end
       if on_nonfinite ~= "ignore" then
         for _, p in ipairs(opt.params) do
           local g = A.grad_of(p)

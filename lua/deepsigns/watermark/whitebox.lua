@@ -100,24 +100,56 @@ function Key:regularizer(opts)
     -- is in cache: ds.train calls prepare before the forward pass, the layer's ReLU runs
     -- core.wm_relu_reference, and the loss takes its results if they are this batch's
     -- (anything else: the op runs on the layer's output as usual).
-    local pending
-    function reg.prepare(batch, modules)
+    -- direct (ds.train's: it runs one backward over its loss, which reaches the layer):
+    -- the loss is then a number and the term is no node of the graph; the ReLU's node
+    -- carries the pull (tensor.relu_made_by), the centres get their gradient at once,
+    -- and after_backward checks that the backward did reach the ReLU. Same bits, less Lua
+    -- per step (no node, no second root of the backward).
+    local p, pending = {}, nil -- one request for the whole training, refilled each step
+    -- a pull handed to a ReLU that turns out not to be the loss's is cancelled (autograd
+    -- skips it): only the layer's last output in a forward pass is the captured one
+    local function cancel_pull()
+      if p.pull then p.pull.cancel, p.pull = true, nil end
+    end
+    function p.make(x) -- x: the layer's own output before its ReLU, written over
+      p.h, p.value, p.gc = core.wm_relu_reference(x, p.y, p.c, a, b, targets, l1, l2, true)
+      if p.direct then
+        cancel_pull()
+        p.pull = {y = p.y, c = p.c, classes = core.size(p.c, 1), scale = l1}
+        return p.h, p.pull
+      end
+      return p.h
+    end
+    function reg.prepare(batch, modules, direct)
       local mod = modules[key.layer]
-      pending = nil
+      cancel_pull()
+      pending, p.h, p.value, p.gc = nil, nil, nil, nil
       if mod and mod.activation == "relu" then
-        local p = {y = batch.y, c = key.centres}
-        function p.make(x) -- x: the layer's own output before its ReLU, written over
-          p.h, p.value, p.gc = core.wm_relu_reference(x, p.y, p.c, a, b, targets, l1, l2, true)
-          return p.h
-        end
+        p.y, p.c, p.direct = batch.y, key.centres, direct == true
         pending, mod._relu_with = p, p.make
       end
     end
     function reg.loss(batch, acts)
-      local h, p = h_of(acts), pending
+      local h, q = h_of(acts), pending
       pending = nil
-      if not (p and rawequal(p.h, h) and rawequal(p.y, batch.y) and rawequal(p.c, key.centres)) then p = nil end
-      return L.reference(h, batch.y, key.centres, a, b, targets, l1, l2, p)
+      if not (q and rawequal(q.h, h) and rawequal(q.y, batch.y) and rawequal(q.c, key.centres)) then
+        q = nil
+        cancel_pull()
+      end
+      if q and q.pull then
+        A.add_to_grad(key.centres, q.gc)
+        q.gc = nil
+        return core.item(q.value)
+      end
+      return L.reference(h, batch.y, key.centres, a, b, targets, l1, l2, q)
+    end
+    function reg.after_backward()
+      local pull = p.pull
+      p.pull = nil
+      if pull and not pull.done then
+        error("whitebox: the backward pass did not reach layer " .. tostring(key.layer)
+          .. " (its output does not lead to the loss), so the watermark's gradient was lost", 0)
+      end
     end
   else
     -- loss1 shapes the Gaussians around trainable target means mu (started at the
