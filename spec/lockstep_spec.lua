@@ -32,6 +32,36 @@ describe("lockstep", function()
     assert.near(math.sqrt((1 / 3) / 3) / 2, se, 1e-12)
   end)
 
+  it("does the collector's work between rounds and charges it by what each run allocated", function()
+    local now, real = 0, ds.clock
+    local kb, alloc, collect = 0, lockstep.allocated, lockstep.collect
+    local collected = {}
+    local function fake(costs, kbs)
+      return function()
+        for r, c in ipairs(costs) do
+          now, kb = now + c, kb + kbs[r]
+          coroutine.yield()
+        end
+      end
+    end
+    ds.clock = function() return now end
+    lockstep.allocated = function() return kb end
+    lockstep.collect = function(k) collected[#collected + 1] = k; now = now + k / 10 end -- 0.1 s a KB
+    local was = collectgarbage("isrunning")
+    local ok, secs, rounds = pcall(lockstep.run, {fake({1, 1}, {10, 30}), fake({2, 2}, {30, 10})})
+    ds.clock, lockstep.allocated, lockstep.collect = real, alloc, collect
+    assert(ok, secs)
+    assert.equal(was, collectgarbage("isrunning")) -- the collector as it was
+    assert.same({40, 40}, collected) -- each round's allocation, collected after it (none in the last)
+    -- round 1: 10 and 30 KB, 4 s of collection: 1 s and 3 s; round 2: 3 s and 1 s
+    assert.same({{2, 5}, {4, 3}}, rounds)
+    assert.same({6, 8}, secs)
+    -- an error in a run leaves the collector as it was
+    local failing = function() error("boom") end
+    assert.has_error(function() lockstep.run {failing} end, "boom")
+    assert.equal(was, collectgarbage("isrunning"))
+  end)
+
   it("gives the standard error of the mean difference over pairs of rounds", function()
     -- pair differences 1 + 3 = 4 and 2 + 0 = 2 (mean 3, sd sqrt(2)), a base of 20 per pair
     local over, se = lockstep.estimate({40, 46}, {{10, 11}, {10, 13}, {10, 12}, {10, 10}})
