@@ -446,11 +446,12 @@ describe("white-box watermark", function()
     local data = H.synthetic(96, 20, 4, 7)
 
     -- a key on a fresh copy of the same model and seed: two trainings never share centres
-    local function train_with(uses, direct, side)
+    local function train_with(uses, direct, side, uses_in_training)
       ds.manual_seed(4)
       local m = Net(uses, side)
       local key = wb.keygen{model = m, layer = "fc2", data = data, bits = 8, targets = {1}, seed = 5,
         variant = "reference", keys_per_class = 6}
+      m.uses = uses_in_training or uses
       local reg = key:regularizer()
       local r = reg
       if not direct then -- the same regularizer, asked for its graph node as a hand-written loop would
@@ -473,10 +474,13 @@ describe("white-box watermark", function()
       end)
     end
 
-    it("stops with a clear error when the layer's output does not lead to the loss", function()
+    it("stops with a clear error when the layer's output does not lead to the loss, or it did not run", function()
       local ok, err = pcall(train_with, 1, true, true)
       assert.is_false(ok)
       assert.matches("did not reach layer fc2", tostring(err))
+      ok, err = pcall(train_with, 1, true, false, 0)
+      assert.is_false(ok)
+      assert.matches("layer fc2 did not run in this forward pass", tostring(err))
     end)
   end)
 

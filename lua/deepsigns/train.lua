@@ -9,7 +9,9 @@
 -- regularizer has its layer's ReLU make its loss on the way; see nn.Linear). direct (true
 -- here): the loss may come back as a number whose gradients the regularizer has put in
 -- place itself, since this loop runs one backward over the loss; then after_backward(),
--- if present, is called after that backward (to check that it reached them).
+-- if present, is called after that backward (to check that it reached them). prepare
+-- returns true when its loss will not read the activations: if all say so, none are
+-- captured.
 local core = require "deepsigns.core"
 local A = require "deepsigns.autograd"
 local F = require "deepsigns.functional"
@@ -200,12 +202,26 @@ function TR.train(opts)
         -- direct: a regularizer may return its loss as a number, having put its gradients
         -- in place itself (the white-box one: into its ReLU's node and its centres), since
         -- this loop runs one backward over the loss; it checks in after_backward
-        for _, r in ipairs(regs) do if r.prepare then r.prepare(batch, modules, true) end end
-        local ok, cap = pcall(model.with_capture, model, layers, function() logits = model(x) end)
+        -- (prepare returns true when its loss will not read the activations this step)
+        local capture = false
+        for _, r in ipairs(regs) do
+          if r.prepare then
+            if r.prepare(batch, modules, true) ~= true then capture = true end
+          elseif r.layers and #r.layers > 0 then
+            capture = true
+          end
+        end
+        local ok, cap
+        if capture then
+          ok, cap = pcall(model.with_capture, model, layers, function() logits = model(x) end)
+        else
+          ok, cap = pcall(model, x)
+          logits = cap
+        end
         for _, l in ipairs(layers) do l._relu_with = nil end -- a request lasts one forward pass
         if not ok then error(cap, 0) end
         acts = {}
-        for i, name in ipairs(layer_names) do acts[name] = cap[layers[i]] end
+        if capture then for i, name in ipairs(layer_names) do acts[name] = cap[layers[i]] end end
       else
         logits = model(x)
       end

@@ -120,6 +120,7 @@ function Key:regularizer(opts)
       end
       return p.h
     end
+    -- returns true when direct: the loss will not read the captured activations
     function reg.prepare(batch, modules, direct)
       local mod = modules[key.layer]
       cancel_pull()
@@ -127,20 +128,25 @@ function Key:regularizer(opts)
       if mod and mod.activation == "relu" then
         p.y, p.c, p.direct = batch.y, key.centres, direct == true
         pending, mod._relu_with = p, p.make
+        return p.direct
       end
+      return false
     end
     function reg.loss(batch, acts)
-      local h, q = h_of(acts), pending
+      local q = pending
       pending = nil
-      if not (q and rawequal(q.h, h) and rawequal(q.y, batch.y) and rawequal(q.c, key.centres)) then
-        q = nil
-        cancel_pull()
-      end
-      if q and q.pull then
+      if q and q.direct then
+        -- the layer's ReLU made the loss (its last call in the forward pass holds the pull)
+        if not (q.pull and rawequal(q.y, batch.y) and rawequal(q.c, key.centres)) then
+          cancel_pull()
+          error("whitebox: layer " .. tostring(key.layer) .. " did not run in this forward pass", 0)
+        end
         A.add_to_grad(key.centres, q.gc)
         q.gc = nil
         return core.item(q.value)
       end
+      local h = h_of(acts)
+      if not (q and rawequal(q.h, h) and rawequal(q.y, batch.y) and rawequal(q.c, key.centres)) then q = nil end
       return L.reference(h, batch.y, key.centres, a, b, targets, l1, l2, q)
     end
     function reg.after_backward()
