@@ -61,7 +61,8 @@ function A.record(out, inputs, backward, fresh, defer)
   local needs, any = {}, false
   for i = 1, #inputs do
     local x = inputs[i]
-    local n = type(x) == "userdata" and A.needs_grad(x) or false
+    local u = type(x) == "userdata" and getuv(x) -- A.needs_grad inlined: every op calls this
+    local n = u and (u.requires_grad or u.node ~= nil) or false
     needs[i] = n
     any = any or n
   end
