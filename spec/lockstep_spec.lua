@@ -71,6 +71,31 @@ describe("lockstep", function()
     assert.is_true(none ~= none) -- one pair: no spread to estimate from
   end)
 
+  it("replicates pairs of fresh trainings: the overhead over all their time, the error from their spread", function()
+    local run, made = lockstep.run, {}
+    local fake = {{10, 11}, {10, 12}, {20, 21}} -- the pairs' seconds: +10%, +20%, +5%
+    local k = 0
+    lockstep.run = function(runs)
+      assert.equal(2, #runs)
+      k = k + 1
+      return fake[k], {}
+    end
+    local ok, over, se, each = pcall(lockstep.replicated, function(i)
+      made[#made + 1] = i
+      return {}, {}, nil
+    end, {}, 3, 1)
+    lockstep.run = run
+    assert(ok, over)
+    assert.same({1, 2, 3}, made) -- fresh models for every pair
+    assert.near(44 / 40 - 1, over, 1e-12) -- over all the time, not the mean of the pairs
+    assert.same(3, #each)
+    assert.near(0.2, each[2], 1e-12)
+    -- the pairs' figures 0.1, 0.2, 0.05: mean 0.35/3, sd over 2 degrees of freedom
+    local mean = 0.35 / 3
+    local sd = math.sqrt(((0.1 - mean) ^ 2 + (0.2 - mean) ^ 2 + (0.05 - mean) ^ 2) / 2)
+    assert.near(sd / math.sqrt(3), se, 1e-12)
+  end)
+
   it("measures two trainings", function()
     local data = H.synthetic(1024, 8, 3, 1) -- 8 batches: 4 pairs of rounds
     ds.manual_seed(1)

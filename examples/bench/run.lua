@@ -130,32 +130,40 @@ for _, input in ipairs {{1, 28, 28}, {3, 32, 32}} do
 end
 
 -- 4. white-box overhead: each variant trained in lockstep with plain training
--- (examples/lockstep.lua: one batch each in turn, ABBA), so that both see the same
--- machine at the same moments; a plain-vs-plain pair shows the method's own noise.
--- (Four trainings in one lockstep were tried: with identical runs the timings still
--- differed by up to 1.4% by position.) 12 epochs: adjacent plain and marked steps differ
--- by ~800 us (sd) on this machine whatever the code does, so the mean over 6 epochs
--- (1,400 pairs) still moved by ~0.5 points of overhead from run to run; twice the pairs
--- take that to ~0.35.
+-- (examples/lockstep.lua: one batch each in turn, ABBA, the collector's time charged by
+-- allocation), so that both see the same machine at the same moments; a plain-vs-plain
+-- pair shows the method's own noise. (Four trainings in one lockstep were tried: with
+-- identical runs the timings still differed by up to 1.4% by position.) Six pairs of fresh
+-- models of 2 epochs each, not one pair of 12: a pair keeps its offset for its whole run
+-- (0.9-2.4% for four pairs of the paper variant in one process, each with a standard error
+-- of ~0.4), so one long pair measures its own two instances. The standard error comes from
+-- the six pairs' spread.
 local wb, bb = ds.watermark.whitebox, ds.watermark.blackbox
 local lockstep = require "lockstep"
-local epochs = opts.quick and 1 or 12
-print(string.format("\n-- white-box watermark (32 bits in class 0, fc2), each in lockstep with plain training, %d epoch(s) of %d samples",
-  epochs, n_sub))
+local n_pairs, epochs = opts.quick and 2 or 6, opts.quick and 1 or 2
+print(string.format("\n-- white-box watermark (32 bits in class 0, fc2), each beside plain training in lockstep: %d pairs of fresh models, %d epoch(s) of %d samples each",
+  n_pairs, epochs, n_sub))
 local key, marked, control_over
 for _, variant in ipairs {"none (plain vs plain)", "reference", "paper"} do
   local control = variant:match("^none")
-  ds.manual_seed(1)
-  local plain = ds.models.mlp{784, 512, 512, 10, dropout = 0.2}
-  ds.manual_seed(1)
-  marked = ds.models.mlp{784, 512, 512, 10, dropout = 0.2}
-  key = wb.keygen{model = marked, layer = "fc2", data = sub, bits = 32, targets = {0}, seed = 1,
-    variant = control and "paper" or variant}
-  local over, se = lockstep.overhead(plain, marked, sub, not control and {key:regularizer()} or nil, epochs)
+  local over, se, each = lockstep.replicated(function(i)
+    ds.manual_seed(i)
+    local plain = ds.models.mlp{784, 512, 512, 10, dropout = 0.2}
+    ds.manual_seed(i)
+    marked = ds.models.mlp{784, 512, 512, 10, dropout = 0.2}
+    key = wb.keygen{model = marked, layer = "fc2", data = sub, bits = 32, targets = {0}, seed = i,
+      variant = control and "paper" or variant}
+    return plain, marked, not control and {key:regularizer()} or nil
+  end, sub, n_pairs, epochs)
   if control then control_over = over end
+  local per = {}
+  for i, v in ipairs(each) do per[i] = string.format("%+.1f", 100 * v) end
   record("white-box overhead, " .. variant, 100 * over, "%", nil, not control and "<= 3" or nil,
-    not control and string.format("its standard error in this run was %.1f points, and the plain-vs-plain pair "
-      .. "read %+.1f%% (the measurement's own noise)", 100 * se, 100 * control_over) or nil, 100 * se)
+    not control and string.format("its standard error in this run was %.1f points (pairs: %s%%), and the plain-vs-plain "
+      .. "pairs read %+.1f%% (the measurement's own noise)", 100 * se, table.concat(per, " "), 100 * control_over) or nil,
+    100 * se)
+  results[#results].pairs = each
+  print(string.format("%44s pairs: %s%%", "", table.concat(per, " ")))
 end
 t0 = ds.clock()
 for _ = 1, 5 do wb.extract(marked, key) end
