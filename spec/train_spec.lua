@@ -115,5 +115,8 @@ describe("training", function()
     assert.has_error(function()
       ds.train{model = small_model(), data = blobs(10), regularizers = {{loss = function() end, prepare = 1}}}
     end, "train: regularizer 1: prepare must be a function")
+    assert.has_error(function()
+      ds.train{model = small_model(), data = blobs(10), regularizers = {{loss = function() end, after_backward = {}}}}
+    end, "train: regularizer 1: after_backward must be a function")
   end)
 end)

@@ -59,8 +59,10 @@ local function normalise_regularizers(regs)
     if type(r) ~= "table" or type(r.loss) ~= "function" then
       error("train: regularizer " .. i .. " must be a function or a table with a loss function", 3)
     end
-    if r.prepare ~= nil and type(r.prepare) ~= "function" then
-      error("train: regularizer " .. i .. ": prepare must be a function", 3)
+    for _, f in ipairs {"prepare", "after_backward"} do
+      if r[f] ~= nil and type(r[f]) ~= "function" then
+        error("train: regularizer " .. i .. ": " .. f .. " must be a function", 3)
+      end
     end
     r.name = r.name or ("reg" .. i)
     list[#list + 1] = r
