@@ -39,33 +39,30 @@ typedef struct adam_params {
   int clear;
 } adam_params;
 
-static void adam_range(void *ctx, int64_t lo, int64_t hi) {
-  const adam_params *a = ctx;
+/* one body for both: clear is a constant at each call, so each loop vectorises on its own */
+static inline __attribute__((always_inline)) void adam_loop(const adam_params *a, int64_t lo, int64_t hi,
+                                                            const int clear) {
   float *restrict w = a->w, *restrict pm = a->m, *restrict pv = a->v, *restrict d = a->g;
   const float beta1 = a->beta1, beta2 = a->beta2, eps = a->eps, step_size = a->step_size, rbc2 = a->rbc2,
               l2 = a->l2, shrink = a->shrink;
-  if (a->clear) {
-#pragma omp simd
-    for (int64_t i = lo; i < hi; i++) {
-      float gi = d[i] + l2 * w[i];
-      float mi = beta1 * pm[i] + (1 - beta1) * gi;
-      float vi = beta2 * pv[i] + (1 - beta2) * gi * gi;
-      d[i] = 0.0f;
-      pm[i] = mi;
-      pv[i] = vi;
-      w[i] = w[i] * shrink - step_size * mi / (sqrtf(vi) * rbc2 + eps);
-    }
-    return;
-  }
 #pragma omp simd
   for (int64_t i = lo; i < hi; i++) {
     float gi = d[i] + l2 * w[i];
     float mi = beta1 * pm[i] + (1 - beta1) * gi;
     float vi = beta2 * pv[i] + (1 - beta2) * gi * gi;
+    if (clear) d[i] = 0.0f;
     pm[i] = mi;
     pv[i] = vi;
     w[i] = w[i] * shrink - step_size * mi / (sqrtf(vi) * rbc2 + eps);
   }
+}
+
+static void adam_range(void *ctx, int64_t lo, int64_t hi) {
+  const adam_params *a = ctx;
+  if (a->clear)
+    adam_loop(a, lo, hi, 1);
+  else
+    adam_loop(a, lo, hi, 0);
 }
 
 int ds_adam_step(ds_tensor *p, ds_tensor *g, ds_tensor *m, ds_tensor *v, float lr, float beta1,
