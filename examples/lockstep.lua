@@ -52,7 +52,8 @@ function M.run(runs)
         M.collect(total)
         local gc = ds.clock() - t
         for i, a in pairs(kb) do
-          secs[i], this[i] = secs[i] + gc * a / total, this[i] + gc * a / total
+          local share = gc * a / total
+          secs[i], this[i] = secs[i] + share, this[i] + share
         end
       end
       if whole then rounds[#rounds + 1] = this end
@@ -102,8 +103,12 @@ end
 -- Extra time of training `marked` with `regularizers` (nil: none, the method's own
 -- noise) over training `plain`, as a fraction, over `epochs` epochs of `data`, and its
 -- standard error.
+local function run_pair(plain, marked, data, regularizers, epochs)
+  return M.run {M.trainer(plain, data, nil, epochs), M.trainer(marked, data, regularizers, epochs)}
+end
+
 function M.overhead(plain, marked, data, regularizers, epochs)
-  return M.estimate(M.run {M.trainer(plain, data, nil, epochs), M.trainer(marked, data, regularizers, epochs)})
+  return M.estimate(run_pair(plain, marked, data, regularizers, epochs))
 end
 
 -- The overhead over `n_pairs` pairs of fresh trainings, make(i) -> plain, marked,
@@ -119,7 +124,7 @@ function M.replicated(make, data, n_pairs, epochs)
   local s1, s2, each, sum = 0, 0, {}, 0
   for i = 1, n_pairs do
     local plain, marked, regularizers = make(i)
-    local secs = M.run {M.trainer(plain, data, nil, epochs), M.trainer(marked, data, regularizers, epochs)}
+    local secs = run_pair(plain, marked, data, regularizers, epochs)
     s1, s2 = s1 + secs[1], s2 + secs[2]
     each[i] = secs[2] / secs[1] - 1
     sum = sum + each[i]

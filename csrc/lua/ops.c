@@ -153,13 +153,8 @@ static int l_linear_backward(lua_State *L) {
     return lt_raise(L);
   if (gx) lt_push(L, gx);
   else lua_pushnil(L);
-  if (gw && into) { /* the caller's own tensor object, not a second box around it */
-    ds_release(gw);
-    lua_pushvalue(L, 7);
-  } else if (gw)
-    lt_push(L, gw);
-  else
-    lua_pushnil(L);
+  if (gw) lt_push_result(L, gw, into ? 7 : 0); /* into: the caller's own box, not a second one */
+  else lua_pushnil(L);
   if (gb) lt_push(L, gb);
   else lua_pushnil(L);
   return 3;

@@ -61,8 +61,7 @@ function A.record(out, inputs, backward, fresh, defer)
   local needs, any = {}, false
   for i = 1, #inputs do
     local x = inputs[i]
-    local u = type(x) == "userdata" and getuv(x) -- A.needs_grad inlined: every op calls this
-    local n = u and (u.requires_grad or u.node ~= nil) or false
+    local n = type(x) == "userdata" and A.needs_grad(x) or false
     needs[i] = n
     any = any or n
   end
@@ -127,14 +126,19 @@ function A.grad_of(t)
   return u and u.grad
 end
 
+-- g added to a leaf's gradient (u: its autograd info); g is the leaf's from now on
+local function accumulate(u, g)
+  if u.grad ~= nil then g = core.binary("add", u.grad, g) end
+  u.grad, u.grad_escaped = g, nil
+end
+
 -- Adds g to leaf t's gradient as a backward pass would, for a gradient made outside the
 -- graph (ds.train's white-box regularizer). g is handed over: the caller keeps no other
 -- reference to it.
 function A.add_to_grad(t, g)
   local u = getuv(t)
   if not (u and u.requires_grad) then error("add_to_grad: the tensor does not require grad", 2) end
-  if u.grad ~= nil then g = core.binary("add", u.grad, g) end
-  u.grad, u.grad_escaped = g, nil
+  accumulate(u, g)
 end
 
 -- Whether the leaf's gradient would be kept as its spare when dropped (nobody can hold it).
@@ -229,8 +233,7 @@ function run_backward(roots, seeds, retain_graph)
   local function to_leaf(u, g)
     if handed[g] or not core.is_contiguous(g) then g = core.clone(g) end
     handed[g] = true
-    if u.grad ~= nil then g = core.binary("add", u.grad, g) end
-    u.grad, u.grad_escaped = g, nil
+    accumulate(u, g)
   end
   local grads, inner = {}, {}
   for i, r in ipairs(roots) do

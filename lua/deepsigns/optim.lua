@@ -50,8 +50,9 @@ function Optimizer:step(recycle)
   for i, p in ipairs(self.params) do
     local g = A.grad_of(p)
     if g ~= nil then
-      local clear = recycle == true and core.is_contiguous(g) and A.recyclable_grad(p)
-      if not core.is_contiguous(g) then g = core.clone(g) end
+      local contiguous = core.is_contiguous(g)
+      local clear = recycle == true and contiguous and A.recyclable_grad(p)
+      if not contiguous then g = core.clone(g) end
       if self:update(p, g, self.state[i] or {}, i, clear) == true and clear then A.drop_grad(p, true) end
     end
   end

@@ -105,7 +105,7 @@ function Key:regularizer(opts)
     -- carries the pull (tensor.relu_made_by), the centres get their gradient at once,
     -- and after_backward checks that the backward did reach the ReLU. Same bits, less Lua
     -- per step (no node, no second root of the backward).
-    local p, pending = {}, nil -- one request for the whole training, refilled each step
+    local p, armed = {}, false -- one request for the whole training, refilled each step
     -- a pull handed to a ReLU that turns out not to be the loss's is cancelled (autograd
     -- skips it): only the layer's last output in a forward pass is the captured one
     local function cancel_pull()
@@ -124,30 +124,30 @@ function Key:regularizer(opts)
     function reg.prepare(batch, modules, direct)
       local mod = modules[key.layer]
       cancel_pull()
-      pending, p.h, p.value, p.gc = nil, nil, nil, nil
+      armed, p.h, p.value, p.gc = false, nil, nil, nil
       if mod and mod.activation == "relu" then
         p.y, p.c, p.direct = batch.y, key.centres, direct == true
-        pending, mod._relu_with = p, p.make
+        armed, mod._relu_with = true, p.make
         return p.direct
       end
       return false
     end
     function reg.loss(batch, acts)
-      local q = pending
-      pending = nil
-      if q and q.direct then
+      local was = armed
+      armed = false
+      if was and p.direct then
         -- the layer's ReLU made the loss (its last call in the forward pass holds the pull)
-        if not (q.pull and rawequal(q.y, batch.y) and rawequal(q.c, key.centres)) then
+        if not (p.pull and rawequal(p.y, batch.y) and rawequal(p.c, key.centres)) then
           cancel_pull()
           error("whitebox: layer " .. tostring(key.layer) .. " did not run in this forward pass", 0)
         end
-        A.add_to_grad(key.centres, q.gc)
-        q.gc = nil
-        return core.item(q.value)
+        A.add_to_grad(key.centres, p.gc)
+        p.gc = nil
+        return core.item(p.value)
       end
       local h = h_of(acts)
-      if not (q and rawequal(q.h, h) and rawequal(q.y, batch.y) and rawequal(q.c, key.centres)) then q = nil end
-      return L.reference(h, batch.y, key.centres, a, b, targets, l1, l2, q)
+      local made = was and rawequal(p.h, h) and rawequal(p.y, batch.y) and rawequal(p.c, key.centres)
+      return L.reference(h, batch.y, key.centres, a, b, targets, l1, l2, made and p or nil)
     end
     function reg.after_backward()
       local pull = p.pull
