@@ -11,10 +11,9 @@ local M = {}
 -- The collector is stopped while the runs are timed and does its work between rounds:
 -- M.collect(kb) makes the incremental steps that the round's allocation (M.allocated()
 -- around each resume) would have triggered, and its time is charged to the runs in
--- proportion to what each allocated. Left running inside the timed resumes, its steps
--- fell on whichever run crossed the threshold, which then paid for both: two trainings
--- that differ by ~0.5% read -1.6, +2.8 and 0.0% apart (standard error ~0.35) that way,
--- and -0.7, -0.6, +0.3% (~0.25) this way.
+-- proportion to what each allocated. Inside the timed resumes its steps would fall on
+-- whichever run crosses the threshold, which would then pay for both
+-- (doc/performance.md).
 M.allocated = function() return collectgarbage("count") end
 M.collect = function(kb) collectgarbage("step", math.ceil(kb)) end
 
@@ -80,11 +79,9 @@ function M.trainer(model, data, regularizers, epochs)
 end
 
 -- Extra time of run 2 over run 1 as a fraction, from M.run's results, and its standard
--- error from the spread of the per-batch differences (adjacent batches of two trainings
--- differ by ~0.8 ms (sd) on a shared machine whatever the code does). The differences
--- alternate with the ABBA order (the run that follows itself finds its data warm: lag-1
--- autocorrelation ~-0.2), so the spread is taken over pairs of rounds, each one ABBA;
--- per round it would read ~20% too large. NaN with fewer than two pairs.
+-- error from the spread of the per-batch differences. The differences alternate with
+-- the ABBA order (the run that follows itself finds its data warm), so the spread is
+-- taken over pairs of rounds, each one ABBA. NaN with fewer than two pairs.
 function M.estimate(secs, rounds)
   local n, sum, sq, base = 0, 0, 0, 0
   for i = 1, #rounds - 1, 2 do
@@ -112,14 +109,12 @@ function M.overhead(plain, marked, data, regularizers, epochs)
 end
 
 -- The overhead over `n_pairs` pairs of fresh trainings, make(i) -> plain, marked,
--- regularizers for pair i, each trained in lockstep for `epochs` epochs of `data`. A pair's
--- two trainings keep the timing offset they start with for the whole run (where their
--- buffers landed, or the machine they met): in four pairs of one process each quarter of
--- the run read within ~1 point of its pair's figure, while the pairs read 0.9 to 2.4%, more
--- apart than their standard errors (~0.4). One long pair measures its own two instances;
--- several shorter ones average over them. Returns the overhead over all the pairs' time,
--- its standard error from the spread of the pairs' own figures (which holds both kinds of
--- noise; NaN with one pair), and the list of those figures.
+-- regularizers for pair i, each trained in lockstep for `epochs` epochs of `data`. A
+-- pair's two trainings keep the timing offset they start with for the whole run (where
+-- their buffers landed, or the machine they met), so one long pair measures its own two
+-- instances; several shorter ones average over them. Returns the overhead over all the
+-- pairs' time, its standard error from the spread of the pairs' own figures (NaN with
+-- one pair), and the list of those figures.
 function M.replicated(make, data, n_pairs, epochs)
   local s1, s2, each, sum = 0, 0, {}, 0
   for i = 1, n_pairs do

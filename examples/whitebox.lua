@@ -70,11 +70,11 @@ print("\nBER* and p-value*: the same key read from the unmarked baseline (detect
 print(string.format("overhead: extra training time with the watermark regularizer, beside plain training in lockstep (%d epoch%s);",
   opts.overhead_epochs, opts.overhead_epochs == 1 and "" or "s"))
 print(string.format("  control, plain beside plain the same way: %+.1f%% +- %.1f (this run's measurement noise; +-: standard "
-  .. "error). Goal: at most 3%%.", 100 * control, 100 * control_se))
+  .. "error). Goal: at most 5%%.", 100 * control, 100 * control_se))
 for _, r in ipairs(rows) do
   print(string.format("%s %d bits / %d target(s): %s", r.cfg.variant, r.cfg.bits, r.cfg.ntargets,
     (r.ok and "BER 0, accuracy within 0.5 points, unmarked model not detected" or "does NOT meet all of: BER 0, accuracy within 0.5 points, unmarked not detected")
     .. string.format("; overhead %+.1f%% +- %.1f %s", 100 * r.overhead, 100 * r.se,
-      r.overhead <= 0.03 and "(<= 3%)" or "(above the 3% goal)")))
+      r.overhead <= 0.05 and "(<= 5%)" or "(above the 5% goal)")))
 end
 print("models and keys saved under " .. opts.out .. "/ (re-extracted from the files: same result)")

@@ -18,7 +18,7 @@ end
 
 local function same_weights(a, b)
   for name, p in a:named_parameters() do
-    if ds.core.to_bytes(p) ~= ds.core.to_bytes(b:state_dict()[name]) then return false end
+    if ds.core.tensor.to_bytes(p) ~= ds.core.tensor.to_bytes(b:state_dict()[name]) then return false end
   end
   return true
 end
@@ -52,8 +52,8 @@ describe("attacks", function()
   it("fine-tunes in the four modes", function()
     for _, mode in ipairs {"FTLL", "FTAL", "RTLL", "RTAL"} do
       local f = AT.finetune(model, data, {mode = mode, epochs = 1, lr = 1e-3, fraction = 0.5})
-      local changed_first = ds.core.to_bytes(f:layer("fc1").weight) ~= ds.core.to_bytes(model:layer("fc1").weight)
-      local changed_last = ds.core.to_bytes(f:layer("fc3").weight) ~= ds.core.to_bytes(model:layer("fc3").weight)
+      local changed_first = ds.core.tensor.to_bytes(f:layer("fc1").weight) ~= ds.core.tensor.to_bytes(model:layer("fc1").weight)
+      local changed_last = ds.core.tensor.to_bytes(f:layer("fc3").weight) ~= ds.core.tensor.to_bytes(model:layer("fc3").weight)
       assert.is_true(changed_last, mode)
       assert.equal(mode:sub(3) == "AL", changed_first, mode)
     end
@@ -63,14 +63,14 @@ describe("attacks", function()
     local q = AT.quantize(model, {bits = 4})
     local w = q:layer("fc1").weight
     local levels = {}
-    for _, v in ipairs(ds.core.flat(w)) do levels[string.format("%.6f", v)] = true end
+    for _, v in ipairs(ds.core.tensor.flat(w)) do levels[string.format("%.6f", v)] = true end
     local count = 0
     for _ in pairs(levels) do count = count + 1 end
     assert.is_true(count <= 15)
     local n = AT.noise(model, {sigma = 0.5})
     local d = (n:layer("fc2").weight - model:layer("fc2").weight)
-    local _, sd = ds.core.moments(model:layer("fc2").weight)
-    local _, dsd = ds.core.moments(d)
+    local _, sd = ds.core.ops.moments(model:layer("fc2").weight)
+    local _, dsd = ds.core.ops.moments(d)
     assert.near(0.5 * sd, dsd, 0.1 * sd)
   end)
 

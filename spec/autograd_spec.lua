@@ -50,19 +50,16 @@ describe("autograd", function()
       "backward: the graph was already freed; pass retain_graph=true to the first backward")
   end)
 
-  it("passes fresh gradients on as views, to leaves and through retained graphs intact", function()
-    -- a kernel's fresh gradient passed on as a view (reshape) to a leaf and to a node
+  it("passes gradients on as views, to leaves and through retained graphs intact", function()
     local x = ds.randn(4, 6):requires_grad()
     local labels = ds.tensor{0, 2, 1, 2}
     F.cross_entropy(x:reshape(4, 6), labels):backward()
-    local g1 = x.grad:clone()
-    assert.is_true(g1:abs():sum():item() > 0) -- still readable
+    assert.is_true(x.grad:abs():sum():item() > 0)
     local w = ds.randn(6, 6):requires_grad()
     local y = F.linear(x:detach(), w):reshape(2, 12):reshape(4, 6)
     F.cross_entropy(y, labels):backward()
     assert.equal(36, w.grad:numel())
-    -- retain_graph: buffers are neither summed in place nor freed, so a second backward
-    -- through a fan-out gives the same gradient again
+    -- retain_graph: a second backward through a fan-out gives the same gradient again
     local h = ds.randn(4, 6):requires_grad()
     local a = h * 1
     local loss = F.cross_entropy(a, labels) + (a * a):sum()
@@ -72,9 +69,36 @@ describe("autograd", function()
     assert.is_true((h.grad - first * 2):abs():max():item() < 1e-5)
   end)
 
-  it("lets a backward write over a gradient only it holds, never over one somebody else can read", function()
-    -- dropout and the ReLU write their gradients over the incoming one when the pass owns
-    -- it; with retain_graph it is never theirs: both passes must give the same gradients
+  it("keeps a persistent gradient buffer per leaf, which zero_grad zeroes and backward adds into", function()
+    local w = ds.randn(3, 4):requires_grad()
+    local x = ds.randn(5, 4)
+    local opt = ds.optim.SGD({w}, {lr = 0})
+    F.linear(x, w):sum():backward()
+    local buf = w.grad
+    local once = buf:clone()
+    F.linear(x, w):sum():backward() -- the linear layer's GEMM adds into the buffer itself
+    assert.is_true(rawequal(buf, w.grad))
+    assert.tensor_near(once * 2, w.grad, 1e-5)
+    opt:zero_grad()
+    assert.is_true(rawequal(buf, w.grad))
+    assert.equal(0, w.grad:abs():max():item())
+    ;(w * w):sum():backward() -- an elementwise op's gradient is added by autograd
+    assert.tensor_near(w * 2, buf, 1e-6)
+    -- a weight that is not a leaf gets its gradient returned like any other input
+    local v = ds.randn(3, 4):requires_grad()
+    F.linear(x, v * 2):sum():backward()
+    assert.tensor_near(once * 2, v.grad, 1e-5)
+    -- a gradient a caller passes in is never written
+    local seed = ds.ones(5, 3)
+    local u = ds.randn(3, 4):requires_grad()
+    F.linear(x, u):backward(seed)
+    F.linear(x, u):backward(seed)
+    assert.same(ds.ones(5, 3):totable(), seed:totable())
+    -- the buffer keeps its shape: assigning another is refused
+    assert.has_error(function() w.grad = ds.zeros(2) end, "grad: a gradient of shape 2 for a tensor of shape 3x4")
+  end)
+
+  it("gives the same gradients through dropout, ReLU and fan-out with and without retain_graph", function()
     local function grads(retain)
       ds.manual_seed(7)
       local x = ds.randn(8, 6):requires_grad()
@@ -86,46 +110,6 @@ describe("autograd", function()
       return {x.grad:totable(), w1.grad:totable(), w2.grad:totable()}
     end
     assert.same(grads(true), grads(false))
-    -- a gradient handed in as the seed stays as it was, even one a backward made
-    local a = ds.randn(4, 5):requires_grad()
-    a:relu():sum():backward()
-    local seed = a.grad
-    local before = seed:totable()
-    local b = ds.randn(4, 5):requires_grad()
-    F.dropout(b:relu(), 0.5, true):backward(seed)
-    assert.same(before, seed:totable())
-    assert.same(before, a.grad:totable())
-  end)
-
-  it("runs the backward pass of a sum of losses without building the sum", function()
-    local A = require "deepsigns.autograd"
-    local function setup()
-      local x = ds.tensor({1, -2, 3}, {requires_grad = true})
-      local w = ds.tensor({0.5, 0.25, 2}, {requires_grad = true})
-      local h = (x * w):relu()
-      local l1 = (h * h):sum()
-      local l2 = (h * 3):sum() + l1 * 0.5 -- depends on the first term
-      local l3 = (w * w):sum()
-      return x, w, l1, l2, l3
-    end
-    local x1, w1, a1, b1, c1 = setup()
-    ;(a1 + b1 + c1 + c1):backward()
-    local x2, w2, a2, b2, c2 = setup()
-    -- a term twice, a number and a term without a graph
-    A.backward_sum({a2, 4, b2, c2, c2, ds.tensor(7)})
-    assert.tensor_near(x1.grad:totable(), x2.grad, 1e-6)
-    assert.tensor_near(w1.grad:totable(), w2.grad, 1e-6)
-    local leaf = ds.tensor({2}, {requires_grad = true})
-    A.backward_sum({leaf:sum(), leaf:sum() * 3})
-    assert.tensor_near({4}, leaf.grad)
-    local bare = ds.tensor({5}, {requires_grad = true}) -- a leaf as a term: its seed is its gradient
-    A.backward_sum({bare, bare})
-    assert.tensor_near({2}, bare.grad)
-    assert.has_error(function() A.backward_sum({ds.tensor({1, 2}, {requires_grad = true})}) end,
-      "backward: loss term 1 has 2 elements (2); each term must be a scalar")
-    assert.has_error(function() A.backward_sum({ds.tensor(1), 2}) end,
-      "backward: no loss term requires grad or has a graph")
-    assert.has_error(function() A.backward_sum({"loss"}) end, "backward: loss term 1 is a string")
   end)
 
   it("needs a gradient for a non-scalar output", function()
@@ -249,37 +233,37 @@ describe("autograd", function()
         {5, 2, 6, 5, 3, 1, 1, 0, 0, true, false}, {2, 3, 8, 8, 7, 5, 5, 4, 2, true, true},
         {1, 5, 4, 4, 1, 3, 3, 2, 2, false, true},
       }
-      local was = core.conv_direct()
+      local was = core.testing.conv_direct()
       for _, c in ipairs(cases) do
         local n, ci, h, w, co, kh, kw, ph, pw, with_b, relu = table.unpack(c)
         local x, wt = ds.randn(n, ci, h, w), ds.randn(co, ci, kh, kw)
         local b = with_b and ds.randn(co) or nil
-        local y0 = core.conv2d(x, wt, b, 1, 1, ph, pw, relu)
-        local g = ds.randn(table.unpack(core.size(y0)))
+        local y0 = core.nn.conv2d(x, wt, b, 1, 1, ph, pw, relu)
+        local g = ds.randn(table.unpack(core.tensor.size(y0)))
         local out = {}
         for k, direct in ipairs {true, false} do
-          core.conv_direct(direct)
-          local y = core.conv2d(x, wt, b, 1, 1, ph, pw, relu)
-          local gx, gw, gb = core.conv2d_backward(x, wt, g, 1, 1, ph, pw, true, true, with_b, relu and y or nil)
+          core.testing.conv_direct(direct)
+          local y = core.nn.conv2d(x, wt, b, 1, 1, ph, pw, relu)
+          local gx, gw, gb = core.nn.conv2d_backward(x, wt, g, 1, 1, ph, pw, true, true, with_b, relu and y or nil)
           out[k] = {y, gx, gw, gb}
         end
-        core.conv_direct(was)
+        core.testing.conv_direct(was)
         for i = 1, with_b and 4 or 3 do
           local a, r = out[1][i], out[2][i]
           local scale = math.max(1, r:abs():max():item())
           assert.is_true((a - r):abs():max():item() < 1e-4 * scale,
-            string.format("case %s, result %d", table.concat(core.size(x), "x"), i))
+            string.format("case %s, result %d", table.concat(core.tensor.size(x), "x"), i))
         end
       end
     end)
 
     it("conv2d gradients on the im2col + GEMM path at stride 1", function()
-      local was = ds.core.conv_direct(false)
+      local was = ds.core.testing.conv_direct(false)
       gradcheck(function(x, w, b) return F.conv2d(x, w, b, {padding = 1, activation = "relu"}) end,
         {ds.randn(2, 3, 4, 5), ds.randn(4, 3, 3, 3), ds.randn(4)})
       gradcheck(function(x, w) return F.conv2d(x, w, nil, {padding = {1, 0}}) end,
         {ds.randn(2, 2, 5, 6), ds.randn(3, 2, 3, 2)})
-      ds.core.conv_direct(was)
+      ds.core.testing.conv_direct(was)
     end)
 
     it("conv2d with a fused ReLU equals conv2d followed by relu, values and gradients", function()
@@ -357,24 +341,24 @@ describe("autograd", function()
       -- a mask large enough to be made on all threads is the same made on one
       local nt = ds.get_num_threads()
       ds.manual_seed(9)
-      local _, big = ds.core.dropout(ds.ones(300, 301), 0.5)
+      local _, big = ds.core.nn.dropout(ds.ones(300, 301), 0.5)
       ds.set_num_threads(1)
       ds.manual_seed(9)
-      local _, big1 = ds.core.dropout(ds.ones(300, 301), 0.5)
+      local _, big1 = ds.core.nn.dropout(ds.ones(300, 301), 0.5)
       ds.set_num_threads(nt)
-      assert.is_true(ds.core.item(ds.core.sum(ds.core.binary("ne", big, big1))) == 0)
-      local kept = ds.core.item(ds.core.sum(ds.core.binary("gt", big, 0))) / (300 * 301)
+      assert.is_true(ds.core.tensor.item(ds.core.ops.sum(ds.core.ops.binary("ne", big, big1))) == 0)
+      local kept = ds.core.tensor.item(ds.core.ops.sum(ds.core.ops.binary("gt", big, 0))) / (300 * 301)
       assert.is_true(math.abs(kept - 0.5) < 0.01, "kept " .. kept)
       -- the fused op draws the same mask as dropout_mask and applies it, also to a
       -- non-contiguous input
       local xt = ds.randn(9, 7):t()
       ds.manual_seed(3)
-      local m1 = ds.core.dropout_mask(xt, 0.3)
+      local m1 = ds.core.nn.dropout_mask(xt, 0.3)
       ds.manual_seed(3)
-      local y2, m2 = ds.core.dropout(xt, 0.3)
+      local y2, m2 = ds.core.nn.dropout(xt, 0.3)
       assert.same(m1:totable(), m2:totable())
       assert.is_true((y2 - xt * m2):abs():max():item() == 0)
-      assert.has_error(function() ds.core.dropout(xt, 1.5) end, "dropout: probability must be in [0, 1), got 1.5")
+      assert.has_error(function() ds.core.nn.dropout(xt, 1.5) end, "dropout: probability must be in [0, 1), got 1.5")
     end)
 
     it("batch norm in train and eval mode, 1-D and 2-D", function()

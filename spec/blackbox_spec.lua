@@ -57,7 +57,7 @@ describe("black-box watermark", function()
     assert.equal(9, k2.seed)
     assert.equal(20, k2.K)
     assert.same({4}, k2.input_shape)
-    assert.equal(ds.core.to_bytes(key.inputs), ds.core.to_bytes(k2.inputs))
+    assert.equal(ds.core.tensor.to_bytes(key.inputs), ds.core.tensor.to_bytes(k2.inputs))
   end)
 
   it("generates keys that mark a model and not an unmarked one", function()

@@ -28,7 +28,7 @@ describe("checkpoints", function()
       checkpoint = dir .. "/ck.safetensors"}
     assert.equal(4, #h)
     for name, p in full:named_parameters() do
-      assert.equal(ds.core.to_bytes(p), ds.core.to_bytes(m:state_dict()[name]), name)
+      assert.equal(ds.core.tensor.to_bytes(p), ds.core.tensor.to_bytes(m:state_dict()[name]), name)
     end
   end)
 
@@ -49,10 +49,10 @@ describe("checkpoints", function()
     local half = embed(1, {checkpoint = dir .. "/c.safetensors"})
     local _, md = ds.load(dir .. "/c.safetensors")
     assert.equal("1", md.epoch)
-    assert.are_not.equal(ds.core.to_bytes(full:layer("fc2").weight), ds.core.to_bytes(half:layer("fc2").weight))
+    assert.are_not.equal(ds.core.tensor.to_bytes(full:layer("fc2").weight), ds.core.tensor.to_bytes(half:layer("fc2").weight))
     local res, k2 = embed(3, {resume = dir .. "/c.safetensors"})
-    assert.equal(ds.core.to_bytes(full:layer("fc2").weight), ds.core.to_bytes(res:layer("fc2").weight))
-    assert.equal(ds.core.to_bytes(k1.centres), ds.core.to_bytes(k2.centres))
+    assert.equal(ds.core.tensor.to_bytes(full:layer("fc2").weight), ds.core.tensor.to_bytes(res:layer("fc2").weight))
+    assert.equal(ds.core.tensor.to_bytes(k1.centres), ds.core.tensor.to_bytes(k2.centres))
   end)
 
   it("refuses a checkpoint of another model", function()

@@ -130,9 +130,9 @@ describe("data", function()
     assert.near(1, s[1], 1e-4)
     ds.manual_seed(2)
     local x = ds.randn(4, 3, 8, 8)
-    local y = ds.core.augment_crop_flip(x, 2, 1)
+    local y = ds.core.data.augment_crop_flip(x, 2, 1)
     assert.same(x:size(), y:size())
-    local z = ds.core.augment_crop_flip(x, 0, 1) -- pure flip
+    local z = ds.core.data.augment_crop_flip(x, 0, 1) -- pure flip
     assert.equal(x:get(1, 1, 1, 1), z:get(1, 1, 1, 8))
   end)
 
@@ -175,10 +175,10 @@ describe("data", function()
     it("rejects truncated CIFAR files and bad labels", function()
       local dir = H.tmpdir()
       local f = assert(io.open(dir .. "/b.bin", "wb")); f:write(string.rep("\0", 3073 + 5)); f:close()
-      assert.has_error(function() ds.core.read_cifar(dir .. "/b.bin") end,
+      assert.has_error(function() ds.core.data.read_cifar(dir .. "/b.bin") end,
         dir .. "/b.bin: not a CIFAR-10 binary batch: 3078 bytes is not a whole number of 3073-byte records (truncated or another format)")
       cifar_file(dir .. "/c.bin", 2, true)
-      assert.has_error(function() ds.core.read_cifar(dir .. "/c.bin") end,
+      assert.has_error(function() ds.core.data.read_cifar(dir .. "/c.bin") end,
         dir .. "/c.bin: record 2 has label 10 (CIFAR-10 labels are 0..9)")
     end)
 

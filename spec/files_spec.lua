@@ -13,7 +13,7 @@ describe("model files (safetensors)", function()
     local r, md = ds.load(dir .. "/t.safetensors")
     for k, v in pairs(t) do
       assert.same(v:size(), r[k]:size())
-      assert.equal(ds.core.to_bytes(v), ds.core.to_bytes(r[k]))
+      assert.equal(ds.core.tensor.to_bytes(v), ds.core.tensor.to_bytes(r[k]))
     end
     assert.same({seed = "3", note = "hello", arch = '{"kind":"x"}'}, md)
     -- the header is 8-byte aligned as the format asks
@@ -29,7 +29,7 @@ describe("model files (safetensors)", function()
     local m2 = ds.models.mlp{20, 16, 8, 3, dropout = 0.1}
     local _, md = m2:load(dir .. "/m.safetensors")
     for name, p in m:named_parameters() do
-      assert.equal(ds.core.to_bytes(p), ds.core.to_bytes(m2:state_dict()[name]))
+      assert.equal(ds.core.tensor.to_bytes(p), ds.core.tensor.to_bytes(m2:state_dict()[name]))
     end
     assert.equal("deepsigns-model", md.format)
     assert.equal("2", md.seed)

@@ -5,7 +5,7 @@ local assert = require "luassert"
 
 local H = {ds = ds}
 
-local function flat(t) return ds.core.flat(t) end
+local function flat(t) return ds.core.tensor.flat(t) end
 H.flat = flat
 
 local function shape_str(t) local s = t:size(); return #s == 0 and "scalar" or table.concat(s, "x") end
@@ -43,7 +43,7 @@ function H.gradcheck(f, inputs, opts)
   local h, atol, rtol = opts.h or 1e-3, opts.atol or 1e-3, opts.rtol or 1e-2
   for _, x in ipairs(inputs) do x.grad = nil; x:requires_grad(true) end
   local out = f(table.unpack(inputs))
-  local w = ds.core.randn(out:size(), 0, 1)
+  local w = ds.core.rng.randn(out:size(), 0, 1)
   local wf = flat(w)
   local function objective()
     return ds.no_grad(function()
@@ -99,7 +99,7 @@ end
 
 -- A synthetic classification set: `classes` Gaussian clusters in `dims` dimensions.
 function H.synthetic(n, dims, classes, seed, spread)
-  local saved = ds.core.rng_state()
+  local saved = ds.core.rng.state()
   ds.manual_seed(seed or 1)
   local centres = ds.randn(classes, dims) * 2
   local xs, ys = {}, {}
@@ -107,10 +107,10 @@ function H.synthetic(n, dims, classes, seed, spread)
   for i = 1, n do
     local c = (i - 1) % classes
     local row = {}
-    for d = 1, dims do row[d] = cf[c + 1][d] + ds.core.normal() * (spread or 1) end
+    for d = 1, dims do row[d] = cf[c + 1][d] + ds.core.rng.normal() * (spread or 1) end
     xs[i], ys[i] = row, c
   end
-  ds.core.set_rng_state(saved)
+  ds.core.rng.set_state(saved)
   return ds.data.Dataset{x = ds.tensor(xs), y = ds.tensor(ys), classes = classes, name = "synthetic"}
 end
 

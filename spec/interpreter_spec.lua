@@ -86,7 +86,7 @@ describe("a plain lua5.4 using the module", function()
     local env = string.format("LUA_PATH='%s/lua/?.lua;%s/lua/?/init.lua;;' LUA_CPATH='%s/build/lib/?.so;;'",
       H.root, H.root, H.root)
     local chunk = 'local ds = require "deepsigns"; local x = ds.rand(64, 8, 16, 16); ' ..
-      'for _ = 1, 3 do ds.core.free(ds.core.conv2d(x, ds.randn(8, 8, 3, 3), nil, 1, 1, 1, 1)) end; ' ..
+      'for _ = 1, 3 do ds.core.tensor.free(ds.core.nn.conv2d(x, ds.randn(8, 8, 3, 3), nil, 1, 1, 1, 1)) end; ' ..
       'print("done"); os.exit(0, true)'
     for _ = 1, 3 do
       local out, code = run(env .. " lua5.4 -e " .. q(chunk))

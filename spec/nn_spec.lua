@@ -178,7 +178,7 @@ describe("nn", function()
       local t = 1.75 * i / n * 2 * math.pi
       for c = 0, 1 do
         local a = t + c * math.pi
-        xs[#xs + 1] = {r * math.sin(a) / 5 + ds.core.normal() * 0.02, r * math.cos(a) / 5 + ds.core.normal() * 0.02}
+        xs[#xs + 1] = {r * math.sin(a) / 5 + ds.core.rng.normal() * 0.02, r * math.cos(a) / 5 + ds.core.rng.normal() * 0.02}
         ys[#ys + 1] = c
       end
     end

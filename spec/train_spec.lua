@@ -8,7 +8,7 @@ local function blobs(n, seed)
   local centres = {{2, 0}, {-2, 1}, {0, -2}}
   for i = 1, n do
     local c = (i - 1) % 3
-    xs[i] = {centres[c + 1][1] + ds.core.normal() * 0.3, centres[c + 1][2] + ds.core.normal() * 0.3}
+    xs[i] = {centres[c + 1][1] + ds.core.rng.normal() * 0.3, centres[c + 1][2] + ds.core.rng.normal() * 0.3}
     ys[i] = c
   end
   return ds.data.Dataset{x = ds.tensor(xs), y = ds.tensor(ys), classes = 3, name = "blobs"}
@@ -113,10 +113,13 @@ describe("training", function()
     assert.has_error(function() ds.train{model = small_model(), data = blobs(10), regularizers = {{}}} end,
       "train: regularizer 1 must be a function or a table with a loss function")
     assert.has_error(function()
-      ds.train{model = small_model(), data = blobs(10), regularizers = {{loss = function() end, prepare = 1}}}
-    end, "train: regularizer 1: prepare must be a function")
+      ds.train{model = small_model(), data = blobs(10), regularizers = {{loss = function() end, layer = {"h"}}}}
+    end, "train: regularizer 1: unknown option 'layer' (did you mean 'layers'?) (options: layers, loss, name, optimizer)")
     assert.has_error(function()
-      ds.train{model = small_model(), data = blobs(10), regularizers = {{loss = function() end, after_backward = {}}}}
-    end, "train: regularizer 1: after_backward must be a function")
+      ds.train{model = small_model(), data = blobs(10), regularizers = {{loss = function() end, optimizer = {}}}}
+    end, "train: regularizer 1: optimizer must be an optimiser")
+    assert.has_error(function()
+      ds.train{model = small_model(), data = blobs(10), regularizers = {{name = "r", loss = function() return 1 end}}}
+    end, "train: regularizer 'r' must return a scalar tensor or nil, got number")
   end)
 end)

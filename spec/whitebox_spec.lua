@@ -2,6 +2,7 @@ local H = require "helper"
 local ds = H.ds
 local wb = ds.watermark.whitebox
 local L = ds.watermark.losses
+local W = require "wm_terms"
 local stats = ds.stats
 
 local function small_model(dims, classes)
@@ -19,21 +20,23 @@ end
 describe("white-box watermark", function()
   local data = H.synthetic(1200, 20, 4, 3)
 
-  describe("loss ops (gradient checks)", function()
-    it("pull, push, separation, unit norm and projection", function()
+  describe("loss ops", function()
+    it("the reference terms: gradient checks", function()
       ds.manual_seed(4)
       local y = ds.tensor{0, 2, 1, 2, 0}
-      H.gradcheck(function(h, c) return L.pull(h, y, c, nil, 3) end, {ds.randn(5, 4), ds.randn(3, 4)})
+      H.gradcheck(function(h, c) return W.pull(h, y, c, nil, 3) end, {ds.randn(5, 4), ds.randn(3, 4)})
       local map = {1, 0, 2} -- classes 0 and 2 have centres rows 1 and 2
-      H.gradcheck(function(h, c) return L.pull(h, y, c, map, 3) end, {ds.randn(5, 4), ds.randn(2, 4)})
-      H.gradcheck(function(h) return L.push(h, y, ds.tensor{{0, 0, 0, 0}, {3, 3, 3, 3}}, map, 3) end, {ds.randn(5, 4)})
-      H.gradcheck(function(c) return L.separation(c, y) end, {ds.randn(3, 4)})
-      H.gradcheck(function(c) return L.unit_norm(c) end, {ds.randn(3, 4)})
+      H.gradcheck(function(h, c) return W.pull(h, y, c, map, 3) end, {ds.randn(5, 4), ds.randn(2, 4)})
+      -- (small values: the value is a float32 sum, whose rounding bounds the differences)
+      H.gradcheck(function(h) return W.push(h, y, ds.tensor{{0, 0, 0, 0}, {1.5, 1.5, 1.5, 1.5}}, map, 3) end,
+        {ds.randn(5, 4) * 0.5})
+      H.gradcheck(function(c) return W.separation(c, y) end, {ds.randn(3, 4)})
+      H.gradcheck(function(c) return W.unit_norm(c) end, {ds.randn(3, 4)})
       local a, b = ds.randn(4, 6), ds.tensor{{1, 0, 1, 1, 0, 0}, {0, 0, 1, 0, 1, 1}}
-      H.gradcheck(function(m) return L.projection(m, a, b) end, {ds.randn(2, 4) * 0.3})
+      H.gradcheck(function(m) return W.projection(m, a, b) end, {ds.randn(2, 4) * 0.3})
     end)
 
-    it("each variant's fused regularizer: gradient checks and equal to its terms composed", function()
+    it("each variant's fused loss: gradient checks, and equal to its terms composed", function()
       ds.manual_seed(9)
       local y = ds.tensor{0, 2, 1, 2, 0, 3, 2}
       local a, b = ds.randn(4, 6), ds.tensor{{1, 0, 1, 1, 0, 0}, {0, 0, 1, 0, 1, 1}}
@@ -47,291 +50,121 @@ describe("white-box watermark", function()
       local map = {2, 0, 1, 0} -- class 0 -> mean row 2, class 2 -> row 1
       local mu = ds.tensor{{0, 0, 0, 0}, {2, 2, 2, 2}}
       -- with respect to h (the means are held constant in the push term by design, so
-      -- theirs is checked against the composed ops below); rows between the means keep
+      -- theirs is checked against the composed terms below); rows between the means keep
       -- every push below its cap, away from the cap's kink
       H.gradcheck(function(h) return L.paper(h, y, mu, a, b, map, l1, l2) end, {ds.randn(7, 4) * 0.3 + 1})
 
-      -- the same values and gradients as the separate ops
       local function grads(f, h, c)
         h, c = h:clone():requires_grad(), c:clone():requires_grad()
         local v = f(h, c)
         v:backward()
         return v:item(), h.grad, c.grad
       end
+      local function same(fused, composed)
+        assert.near(composed[1], fused[1], 1e-4 * math.abs(composed[1]))
+        for i = 2, 3 do assert.is_true((fused[i] - composed[i]):abs():max():item() < 1e-4) end
+      end
       local h0, c0 = ds.randn(7, 4), ds.randn(4, 4)
-      local fused = {grads(function(h, c) return L.reference(h, y, c, a, b, targets, l1, l2) end, h0, c0)}
-      local composed = {grads(function(h, c)
-        local ct, bt = c:index_select({3, 1}), b
-        return (L.pull(h, y, c, nil, 4) + L.separation(c, y) + L.unit_norm(c)) * l1 + L.projection(ct, a, bt) * l2
-      end, h0, c0)}
-      assert.near(composed[1], fused[1], 1e-4 * math.abs(composed[1]))
-      for i = 2, 3 do assert.is_true((fused[i] - composed[i]):abs():max():item() < 1e-4) end
-
-      fused = {grads(function(h, m) return L.paper(h, y, m, a, b, map, l1, l2) end, h0, mu)}
-      composed = {grads(function(h, m)
-        local rows = {1, 2, 4, 5, 7} -- the target-class rows (classes 0 and 2), batch order
-        local ht, yt = h:index_select(rows), ds.tensor{0, 2, 2, 0, 2}
-        local loss = (L.pull(ht, yt, m, map, 4) * 2 - L.push(ht, yt, m, map, 4)) * (l1 / 7)
-        -- mean row k for the class mapped to row k: class 2 first, then class 0
-        local means = ds.cat({ht:index_select({2, 3, 5}):mean(1, true), ht:index_select({1, 4}):mean(1, true)}, 1)
-        return loss + L.projection(means, a, b) * l2
-      end, h0, mu)}
-      assert.near(composed[1], fused[1], 1e-4 * math.abs(composed[1]))
-      for i = 2, 3 do assert.is_true((fused[i] - composed[i]):abs():max():item() < 1e-4) end
-      -- on a ReLU's output the pull's gradient is folded into the ReLU's backward: the
-      -- same gradients as through a node that does not fold it, and gradient-checked
-      local w = ds.randn(7, 4)
-      local function through_relu(fold)
-        local x, c = (h0 * 0.7):requires_grad(), c0:clone():requires_grad()
-        local h = x:relu()
-        if not fold then h = h * 1 end -- a multiply in between: the separate add
-        local v = (h * w):sum() + L.reference(h, y, c, a, b, targets, l1, l2)
-        v:backward()
-        return x.grad, c.grad
-      end
-      local xf, cf = through_relu(true)
-      local xs, cs = through_relu(false)
-      assert.is_true((xf - xs):abs():max():item() < 1e-6)
-      assert.is_true((cf - cs):abs():max():item() < 1e-6)
-      H.gradcheck(function(x, c) return (x:relu() * w):sum() + L.reference(x:relu(), y, c, a, b, targets, l1, l2) end,
-        {(ds.randn(7, 4) * 0.5):sign() * (ds.rand(7, 4) * 0.5 + 0.2), c5:narrow(1, 1, 4):clone()})
-      H.gradcheck(function(x, c)
-        local h = x:relu()
-        return (h * w):sum() + L.reference(h, y, c, a, b, targets, l1, l2)
-      end, {(ds.randn(7, 4) * 0.5):sign() * (ds.rand(7, 4) * 0.5 + 0.2), c5:narrow(1, 1, 4):clone()})
-      assert.has_error(function() ds.core.wm_relu_pull_backward(ds.randn(7, 4), ds.randn(7, 3), y, c0, nil, 4, 1) end,
-        "wm_relu_pull_backward: gradient 7x3 does not match activations 7x4")
-      -- more classes than centre rows and no class map: an error, not a read past the centres
-      for _, op in ipairs {"wm_pull", "wm_relu_pull_backward"} do
-        local args = op == "wm_pull" and {ds.randn(4, 3), ds.tensor{0, 1, 5, 7}, ds.randn(2, 3), nil, 8}
-          or {ds.randn(4, 3), ds.randn(4, 3), ds.tensor{0, 1, 5, 7}, ds.randn(2, 3), nil, 8, 1}
-        assert.has_error(function() ds.core[op](table.unpack(args, 1, op == "wm_pull" and 5 or 7)) end,
-          op .. ": 8 classes but 2 centre rows (pass a class map)")
-      end
-
-      -- a batch large enough for the pull and the centre terms to run side by side on two
-      -- threads: the same loss and centre gradient as on one (up to float rounding)
-      do
-        local n_threads = ds.get_num_threads()
-        local labels = {}
-        for i = 1, 128 do labels[i] = (i - 1) % 10 end
-        local hb, yb, cb = ds.rand(128, 512), ds.tensor(labels), ds.randn(10, 512) * 0.05
-        local ab, bb = ds.randn(512, 32), (ds.rand(2, 32) - 0.5):sign() * 0.5 + 0.5
-        ds.set_num_threads(2)
-        local v2, g2 = ds.core.wm_reference_loss(hb, yb, cb, ab, bb, {0, 3}, 0.01, 0.01)
-        ds.set_num_threads(1)
-        local v1, g1 = ds.core.wm_reference_loss(hb, yb, cb, ab, bb, {0, 3}, 0.01, 0.01)
-        assert.near(v1:item(), v2:item(), 1e-5 * math.abs(v1:item()))
-        assert.is_true((g1 - g2):abs():max():item() < 1e-6)
-        -- bad input on the two-thread path says what is wrong (a message set on the
-        -- second thread would be lost: the inputs are checked before)
-        labels[5] = 12
-        local bad = ds.tensor(labels)
-        for _, n in ipairs{1, 2} do
-          ds.set_num_threads(n)
-          local ok, err = pcall(ds.core.wm_reference_loss, hb, bad, cb, ab, bb, {0, 3}, 0.01, 0.01)
-          assert.is_false(ok)
-          assert.matches("label 12 at row 5 is not a class id in 0..9", err, 1, true)
-        end
-        ds.set_num_threads(n_threads)
-      end
-
+      same({grads(function(h, c) return L.reference(h, y, c, a, b, targets, l1, l2) end, h0, c0)},
+        {grads(function(h, c)
+          return (W.pull(h, y, c, nil, 4) + W.separation(c, y) + W.unit_norm(c)) * l1
+            + W.projection(c:index_select({3, 1}), a, b) * l2
+        end, h0, c0)})
+      same({grads(function(h, m) return L.paper(h, y, m, a, b, map, l1, l2) end, h0, mu)},
+        {grads(function(h, m)
+          local rows = {1, 2, 4, 5, 7} -- the target-class rows (classes 0 and 2), batch order
+          local ht, yt = h:index_select(rows), ds.tensor{0, 2, 2, 0, 2}
+          local loss = (W.pull(ht, yt, m, map, 4) * 2 - W.push(ht, yt, m, map, 4)) * (l1 / 7)
+          -- mean row k for the class mapped to row k: class 2 first, then class 0
+          local means = ds.cat({ht:index_select({2, 3, 5}):mean(1, true), ht:index_select({1, 4}):mean(1, true)}, 1)
+          return loss + W.projection(means, a, b) * l2
+        end, h0, mu)})
       -- no target-class row in the batch: zero loss and gradients
       local none = L.paper(ds.randn(2, 4), ds.tensor{1, 3}, mu, a, b, map, l1, l2)
       assert.equal(0, none:item())
-
-      -- fan-out: the regularizer's gradient meets others on the same activations (the
-      -- sums are made in place when a buffer is the backward's own), in either order
-      local function fan(order)
-        local x, c = h0:clone():requires_grad(), c0:clone():requires_grad()
-        local h = x * 1
-        local reg = L.reference(h, y, c, a, b, targets, l1, l2)
-        local other = (h * h):sum() + (h * 3):sum()
-        local total = order == 1 and reg + other or other + reg
-        total:backward()
-        return x.grad, c.grad
-      end
-      local gh_only
-      do
-        local h = h0:clone():requires_grad()
-        L.reference(h, y, c0, a, b, targets, l1, l2):backward()
-        gh_only = h.grad
-      end
-      local want = gh_only + h0 * 2 + 3
-      for order = 1, 2 do
-        local gx = fan(order)
-        assert.is_true((gx - want):abs():max():item() < 1e-4, "order " .. order)
-      end
-      -- the paper variant adds its target rows the same way; a retained graph gives the
-      -- same gradients on a second backward
-      local hp = h0:clone():requires_grad()
-      L.paper(hp, y, mu, a, b, map, l1, l2):backward()
-      local want_p = hp.grad + h0 * 2
-      local xp = h0:clone():requires_grad()
-      local hh = xp * 1
-      local total = (hh * hh):sum() + L.paper(hh, y, mu, a, b, map, l1, l2)
-      total:backward(nil, true)
-      assert.is_true((xp.grad - want_p):abs():max():item() < 1e-4)
-      total:backward()
-      assert.is_true((xp.grad - want_p * 2):abs():max():item() < 1e-4)
-      -- a leaf's gradient is never summed in place: one held before a second backward keeps its value
-      local x = h0:clone():requires_grad()
-      L.reference(x, y, c0, a, b, targets, l1, l2):backward()
-      local first = x.grad
-      local snapshot = first:clone()
-      L.reference(x, y, c0, a, b, targets, l1, l2):backward()
-      assert.is_true((first - snapshot):abs():max():item() == 0)
-      assert.is_true((x.grad - snapshot * 2):abs():max():item() < 1e-5)
     end)
 
-    it("the reference loss made by the layer's ReLU equals the op's own", function()
-      ds.manual_seed(21)
-      local n_threads = ds.get_num_threads()
-      -- the C op: relu(x) exactly, the pull's value and centre gradient as wm_pull's
-      local labels = {}
-      for i = 1, 128 do labels[i] = (i * 7) % 4 end
-      local x, y, c = ds.randn(128, 256), ds.tensor(labels), ds.randn(4, 256) * 0.3
-      for _, n in ipairs{1, 2} do
-        ds.set_num_threads(n)
-        local h, v, gc = ds.core.wm_relu_pull(x, y, c, nil, 4, 0.5)
-        assert.equal(0, (h - x:relu()):abs():max():item())
-        local want = ds.core.wm_pull(h, y, c, nil, 4):item()
-        assert.near(want, v, 1e-5 * want)
-        local _, gc_want = ds.core.wm_pull_backward(h, y, c, nil, 4, 0.5)
-        assert.is_true((gc - gc_want):abs():max():item() < 1e-5 * gc_want:abs():max():item())
-        labels[3] = 4
-        local ok, err = pcall(ds.core.wm_relu_pull, x, ds.tensor(labels), c, nil, 4, 0.5)
-        labels[3] = (3 * 7) % 4
-        assert.is_false(ok)
-        assert.matches("wm_relu_pull: label 4 at row 3 is not a class id in 0..3", err, 1, true)
-        -- the whole reference loss made on the way: as wm_reference_loss on relu(x)
-        local a, b = ds.randn(256, 12), (ds.rand(2, 12) - 0.5):sign() * 0.5 + 0.5
-        local h2, v2, gc2 = ds.core.wm_relu_reference(x, y, c, a, b, {1, 3}, 0.05, 0.02)
-        assert.equal(0, (h2 - x:relu()):abs():max():item())
-        local v3, gc3 = ds.core.wm_reference_loss(h2, y, c, a, b, {1, 3}, 0.05, 0.02)
-        assert.near(v3:item(), v2:item(), 1e-5 * math.abs(v3:item()))
-        assert.is_true((gc2 - gc3):abs():max():item() < 1e-5 * gc3:abs():max():item())
-        ok, err = pcall(ds.core.wm_relu_reference, x, y, c, a, b, {1, 7}, 0.05, 0.02)
-        assert.is_false(ok)
-        assert.matches("target class 7 has no centre row", err, 1, true)
-        -- written over x (the layer's own output): the same results, x now holds relu(x)
-        local xo = x:clone()
-        local h4, v4, gc4 = ds.core.wm_relu_reference(xo, y, c, a, b, {1, 3}, 0.05, 0.02, true)
-        assert.same(h2:totable(), h4:totable())
-        assert.same(h2:totable(), xo:totable())
-        assert.equal(v2:item(), v4:item())
-        assert.same(gc2:totable(), gc4:totable())
-        -- a transposed view of the activations: named as such, not as a size mismatch
-        ok, err = pcall(ds.core.wm_relu_reference, x:t():contiguous():t(), y, c, a, b, {1, 3}, 0.05, 0.02, true)
-        assert.is_false(ok)
-        assert.matches("wm_reference_loss: the activations and the labels must be contiguous", err, 1, true)
-        -- the folded backward written over the incoming gradient: the same values
-        local gh = ds.randn(table.unpack(x:size()))
-        local want_g = ds.core.wm_relu_pull_backward(x, gh, y, c, nil, 4, 0.3)
-        local over = gh:clone()
-        ds.core.wm_relu_pull_backward(x, over, y, c, nil, 4, 0.3, over)
-        assert.same(want_g:totable(), over:totable())
-      end
-      -- through the regularizer: the same loss and gradients with the layer's ReLU making
-      -- the loss (prepare, as ds.train does) as without
-      local syn = H.synthetic(128, 20, 4, 5)
-      local base = ds.models.mlp{20, 64, 256, 4}
-      local key = wb.keygen{model = base, layer = "fc2", data = syn, bits = 16, targets = {1}, seed = 2,
-        variant = "reference", keys_per_class = 8}
-      local bx, by
-      for xx, yy in syn:batches{size = 128, shuffle = false} do bx, by = xx, yy end
-      local calls, relu_reference = 0, ds.core.wm_relu_reference
-      ds.core.wm_relu_reference = function(...) calls = calls + 1; return relu_reference(...) end
-      local function step(fused)
-        local m = base:clone()
-        local reg = key:regularizer()
-        key.centres.grad = nil
-        local layer = m:layer("fc2")
-        local batch = {x = bx, y = by}
-        if fused then reg.prepare(batch, {fc2 = layer}) end
-        local logits
-        local cap = m:with_capture({layer}, function() logits = m(bx) end)
-        layer._relu_with = nil
-        local rl = reg.loss(batch, {fc2 = cap[layer]})
-        ;(ds.functional.cross_entropy(logits, by) + rl):backward()
-        local out = {rl:item()}
-        for _, p in ipairs(m:parameters()) do out[#out + 1] = p.grad:clone() end
-        out[#out + 1] = key.centres.grad:clone()
-        return out
-      end
-      for _, n in ipairs{1, 2} do
-        ds.set_num_threads(n)
-        calls = 0
-        local plain = step(false)
-        assert.equal(0, calls)
-        local fused = step(true)
-        assert.equal(1, calls)
-        assert.near(plain[1], fused[1], 1e-5 * math.abs(plain[1]))
-        for i = 2, #plain do
-          local scale = math.max(plain[i]:abs():max():item(), 1e-6)
-          assert.is_true((plain[i] - fused[i]):abs():max():item() < 1e-5 * scale, "gradient " .. (i - 1))
-        end
-      end
-      -- ds.train asks for it (once per batch)
-      calls = 0
-      local m = base:clone()
-      ds.train{model = m, data = syn, epochs = 1, batch_size = 32, regularizers = {key:regularizer()}, progress = false}
-      assert.equal(4, calls)
-      assert.is_nil(m:layer("fc2")._relu_with)
-      ds.core.wm_relu_reference = relu_reference
-      ds.set_num_threads(n_threads)
-    end)
-
-    it("separation on wide centres (the vector loops and their tails) equals its formula", function()
-      -- (1/B) sum_i (c_y . c_n - 1) ||c_y - c_n||^2, n the nearest other centre of y, and its
-      -- gradient with the nearest held fixed, in Lua doubles
-      for _, m in ipairs {7, 8, 31, 33, 45, 77, 512} do
+    it("the fused reference loss equals its terms on wide layers (the vector loops and their tails)", function()
+      for _, m in ipairs {7, 8, 31, 33, 77, 512} do
         ds.manual_seed(m)
-        local k = 5
-        local c = ds.randn(k, m) * (1 / math.sqrt(m))
-        local y = ds.tensor{0, 1, 1, 3, 4, 4, 4, 2, 0}
-        local ct, yt, b = c:totable(), y:totable(), 9
-        local function d2(u, v) local s = 0; for j = 1, m do s = s + (ct[u][j] - ct[v][j]) ^ 2 end; return s end
-        local function dotp(u, v) local s = 0; for j = 1, m do s = s + ct[u][j] * ct[v][j] end; return s end
-        local near = {}
-        for u = 1, k do
-          local best = math.huge
-          for v = 1, k do if v ~= u and d2(u, v) < best then best, near[u] = d2(u, v), v end end
-        end
-        local value, grad = 0, {}
-        for u = 1, k do grad[u] = {}; for j = 1, m do grad[u][j] = 0 end end
-        for i = 1, b do
-          local u = yt[i] + 1
-          local v, s, d = near[u], dotp(u, near[u]), d2(u, near[u])
-          value = value + (s - 1) * d / b
-          for j = 1, m do
-            local diff = ct[u][j] - ct[v][j]
-            grad[u][j] = grad[u][j] + (ct[v][j] * d + (s - 1) * 2 * diff) / b
-            grad[v][j] = grad[v][j] + (ct[u][j] * d - (s - 1) * 2 * diff) / b
-          end
-        end
-        assert.near(value, L.separation(c, y):item(), 1e-5 * math.max(1, math.abs(value)))
-        local cg = c:clone():requires_grad()
-        L.separation(cg, y):backward()
-        local got = cg.grad:totable()
-        for u = 1, k do
-          for j = 1, m do assert.near(grad[u][j], got[u][j], 1e-5) end
-        end
+        local labels = {}
+        for i = 1, 64 do labels[i] = (i * 7) % 10 end
+        local h, y, c = ds.rand(64, m), ds.tensor(labels), ds.randn(10, m) * (1 / math.sqrt(m))
+        local a, b = ds.randn(m, 32), (ds.rand(2, 32) - 0.5):sign() * 0.5 + 0.5
+        local v, gh, gc = ds.core.watermark.reference_loss(h, y, c, a, b, {0, 3}, 0.01, 0.02)
+        local pv, pgh, pgc = ds.core.testing.wm_pull(h, y, c, nil, 10)
+        local sv, sgc = ds.core.testing.wm_separation(c, y)
+        local nv, ngc = ds.core.testing.wm_unit_norm(c)
+        local jv, jgc = ds.core.testing.wm_projection(c:index_select({1, 4}), a, b)
+        local want = 0.01 * (pv + sv + nv) + 0.02 * jv
+        assert.near(want, v:item(), 1e-5 * math.abs(want))
+        assert.tensor_near(pgh * 0.01, gh, 1e-6)
+        local want_gc = (pgc + sgc + ngc) * 0.01 + ds.core.ops.index_add(c, {1, 4}, jgc) * 0.02
+        assert.tensor_near(want_gc, gc, 1e-5)
       end
     end)
 
     it("compute the reference formulas", function()
       local h, c, y = ds.tensor{{1, 2}, {3, 4}}, ds.tensor{{0, 0}, {1, 1}}, ds.tensor{0, 1}
-      assert.near(0.5 * (5 + 13), L.pull(h, y, c, nil, 2):item(), 1e-5)
-      -- L2: c_0 . c_1 = 0, ||c_0 - c_1||^2 = 2 -> (0 - 1) * 2 for both samples, averaged
-      assert.near(-2, L.separation(c, y):item(), 1e-6)
-      assert.near(1 + 1, L.unit_norm(c):item(), 1e-6) -- |1 - 0| + |1 - 2|
+      assert.near(0.5 * (5 + 13), W.pull(h, y, c, nil, 2):item(), 1e-5)
+      -- separation: c_0 . c_1 = 0, ||c_0 - c_1||^2 = 2 -> (0 - 1) * 2 for both samples, averaged
+      assert.near(-2, W.separation(c, y):item(), 1e-6)
+      assert.near(1 + 1, W.unit_norm(c):item(), 1e-6) -- |1 - 0| + |1 - 2|
       local z = 0.5 -- projection of one mean on one bit: BCE(1, sigmoid(0.5))
-      assert.near(math.log(1 + math.exp(-z)), L.projection(ds.tensor{{0.5}}, ds.tensor{{1}}, ds.tensor{{1}}):item(), 1e-6)
+      assert.near(math.log(1 + math.exp(-z)), W.projection(ds.tensor{{0.5}}, ds.tensor{{1}}, ds.tensor{{1}}):item(), 1e-6)
       -- the capped push: h at its own centre is pushed by exactly the centres' distance
-      assert.near(8, L.push(ds.tensor{{0, 0}}, ds.tensor{0}, ds.tensor{{0, 0}, {2, 2}}, nil, 2):item(), 1e-6)
-      assert.near(8, L.push(ds.tensor{{-5, -5}}, ds.tensor{0}, ds.tensor{{0, 0}, {2, 2}}, nil, 2):item(), 1e-6)
+      assert.near(8, W.push(ds.tensor{{0, 0}}, ds.tensor{0}, ds.tensor{{0, 0}, {2, 2}}, nil, 2):item(), 1e-6)
+      assert.near(8, W.push(ds.tensor{{-5, -5}}, ds.tensor{0}, ds.tensor{{0, 0}, {2, 2}}, nil, 2):item(), 1e-6)
     end)
+
+    it("name what is wrong with their inputs", function()
+      local h, y, c = ds.randn(4, 3), ds.tensor{0, 1, 5, 1}, ds.randn(6, 3)
+      local a, b = ds.randn(3, 8), ds.zeros(1, 8)
+      local ref = ds.core.watermark.reference_loss
+      assert.has_error(function() ref(h, ds.tensor{0, 1, 2, 9}, c, a, b, {0}, 1, 1) end,
+        "wm_reference_loss: label 9 at row 4 is not a class id in 0..5")
+      assert.has_error(function() ref(h, y, c, a, b, {7}, 1, 1) end,
+        "wm_reference_loss: target class 7 has no centre row (0..5)")
+      assert.has_error(function() ref(h, y, c, ds.randn(4, 8), b, {0}, 1, 1) end,
+        "wm_reference_loss: size mismatch, activations: 4x3, labels: 4, A: 4x8, bits: 1x8 (want B x M, B, M x N, s x N)")
+      assert.has_error(function() ref(h:t():contiguous():t(), y, c, a, b, {0}, 1, 1) end,
+        "wm_reference_loss: the activations and the labels must be contiguous (:contiguous())")
+      assert.has_error(function() ref(h, y, ds.randn(6, 2), a, b, {0}, 1, 1) end,
+        "wm_reference_loss: centres 6x2 do not fit activations 4x3 (want a contiguous K x 3 with K >= 2)")
+      assert.has_error(function() ds.core.testing.wm_pull(h, y, ds.randn(2, 3), nil, 8) end,
+        "wm_pull: 8 classes but 2 centre rows (pass a class map)")
+    end)
+  end)
+
+  it("the regularizer inside ds.train: the same step as its loss added by hand", function()
+    local syn = H.synthetic(64, 20, 4, 5)
+    for _, variant in ipairs {"reference", "paper"} do
+      local function run(by_hand)
+        ds.manual_seed(3)
+        local m = ds.models.mlp{20, 32, 24, 4}
+        local key = wb.keygen{model = m, layer = "fc2", data = syn, bits = 8, targets = {1}, seed = 2,
+          variant = variant, keys_per_class = 8}
+        local reg = key:regularizer()
+        local opt = ds.optim.SGD(m:parameters(), {lr = 0.1})
+        if by_hand then
+          local layer = m:layer("fc2")
+          local logits
+          local cap = m:with_capture({layer}, function() logits = m(syn.x) end)
+          local loss = ds.nn.cross_entropy(logits, syn.y) + reg.loss({x = syn.x, y = syn.y}, {fc2 = cap[layer]})
+          loss:backward()
+          opt:step()
+          reg.optimizer:step()
+        else
+          ds.train{model = m, data = syn, epochs = 1, batch_size = 64, shuffle = false, optimizer = opt,
+            regularizers = {reg}, progress = false}
+        end
+        local out = {}
+        for _, p in ipairs(m:parameters()) do out[#out + 1] = p:totable() end
+        out[#out + 1] = (variant == "reference" and key.centres or key.mu):totable()
+        return out
+      end
+      assert.same(run(true), run(false))
+    end
   end)
 
   it("gives exact binomial p-values", function()
@@ -422,66 +255,6 @@ describe("white-box watermark", function()
     -- the key is not inside the model file
     local tensors = ds.load(dir .. "/model.safetensors")
     assert.is_nil(tensors.A)
-  end)
-
-  describe("the reference regularizer inside ds.train (its direct path)", function()
-    local nn = ds.nn
-    local class = require "deepsigns.class"
-    -- fc2 (16 -> 16, ReLU) applied `uses` times in a row; with side = true its output
-    -- leads nowhere (the logits come from fc1's)
-    local Net = class("spec.TwiceNet", nn.Module)
-    function Net:__init(uses, side)
-      nn.Module.__init(self)
-      self.uses, self.side = uses, side
-      self.fc1 = self:add_child("fc1", nn.Linear(20, 16, {activation = "relu"}):named("fc1"))
-      self.fc2 = self:add_child("fc2", nn.Linear(16, 16, {activation = "relu"}):named("fc2"))
-      self.out = self:add_child("out", nn.Linear(16, 4):named("out"))
-    end
-    function Net:forward(x)
-      local h = self.fc1(x)
-      local g = h
-      for _ = 1, self.uses do g = self.fc2(g) end
-      return self.out(self.side and h or g)
-    end
-    local data = H.synthetic(96, 20, 4, 7)
-
-    -- a key on a fresh copy of the same model and seed: two trainings never share centres
-    local function train_with(uses, direct, side, uses_in_training)
-      ds.manual_seed(4)
-      local m = Net(uses, side)
-      local key = wb.keygen{model = m, layer = "fc2", data = data, bits = 8, targets = {1}, seed = 5,
-        variant = "reference", keys_per_class = 6}
-      m.uses = uses_in_training or uses
-      local reg = key:regularizer()
-      local r = reg
-      if not direct then -- the same regularizer, asked for its graph node as a hand-written loop would
-        r = {name = reg.name, layers = reg.layers, optimizer = reg.optimizer, loss = reg.loss,
-          prepare = function(batch, modules) reg.prepare(batch, modules) end}
-      end
-      ds.manual_seed(6)
-      local h = ds.train{model = m, data = data, epochs = 2, batch_size = 32, regularizers = {r}, progress = false}
-      return m, key, h
-    end
-
-    for _, uses in ipairs {1, 2} do
-      it("gives the same bits as its graph node, the layer used " .. uses .. " time(s) per forward pass", function()
-        local m1, k1, h1 = train_with(uses, true)
-        local m2, k2, h2 = train_with(uses, false)
-        for i, p in ipairs(m1:parameters()) do assert.same(m2:parameters()[i]:totable(), p:totable()) end
-        assert.same(k2.centres:totable(), k1.centres:totable())
-        assert.equal(h2[2].regularizers.watermark, h1[2].regularizers.watermark)
-        assert.is_true(h1[2].regularizers.watermark > 0)
-      end)
-    end
-
-    it("stops with a clear error when the layer's output does not lead to the loss, or it did not run", function()
-      local ok, err = pcall(train_with, 1, true, true)
-      assert.is_false(ok)
-      assert.matches("did not reach layer fc2", tostring(err))
-      ok, err = pcall(train_with, 1, true, false, 0)
-      assert.is_false(ok)
-      assert.matches("layer fc2 did not run in this forward pass", tostring(err))
-    end)
   end)
 
   describe("bad input", function()

@@ -22,9 +22,6 @@ ds_tensor *ds_unary(int op, ds_tensor *x, float p);
 int ds_unary_into(int op, ds_tensor *out, ds_tensor *x, float p);
 /* Gradient of a unary op from its input x, output y and output gradient gy. */
 ds_tensor *ds_unary_backward(int op, ds_tensor *x, ds_tensor *y, ds_tensor *gy, float p);
-/* The same written into `into` (contiguous, x's shape; may be gy itself), which is
- * returned with a new reference. */
-ds_tensor *ds_unary_backward_into(int op, ds_tensor *x, ds_tensor *y, ds_tensor *gy, float p, ds_tensor *into);
 /* out += alpha * x (same shape; out contiguous). */
 int ds_axpy(ds_tensor *out, float alpha, ds_tensor *x);
 
@@ -44,15 +41,16 @@ int ds_abs_kth(ds_tensor *const *ts, int n, int64_t k, float *out);
 /* ---- linear algebra (ops_linalg.c) ---- */
 /* 2-D x 2-D or batched 3-D x 3-D; transposed views go to GEMM without copies. */
 ds_tensor *ds_matmul(ds_tensor *a, ds_tensor *b);
-/* y = x W^T + b (b may be NULL); x: B x in, W: out x in. */
-ds_tensor *ds_linear(ds_tensor *x, ds_tensor *w, ds_tensor *b);
-/* Any of gx, gw, gb may be NULL when not wanted. gw_into (may be NULL): a contiguous
- * out x in tensor the weight gradient is written into (and returned with a new
- * reference) instead of a new one: a recycled buffer is still in cache. gw_zero: the
- * caller knows gw_into holds zeros (an optimiser step cleared it), so the gradient is
- * accumulated into it without zeroing it first. */
-int ds_linear_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_tensor **gx, ds_tensor **gw,
-                       ds_tensor **gb, ds_tensor *gw_into, int gw_zero);
+/* y = x W^T + b (b may be NULL); x: B x in, W: out x in. relu: the layer's ReLU applied
+ * in the same pass over the output. */
+ds_tensor *ds_linear(ds_tensor *x, ds_tensor *w, ds_tensor *b, int relu);
+/* The backward of ds_linear from the output gradient gy (yrelu: the output of a linear
+ * with its ReLU, whose mask gy passes through first; NULL without one): the input
+ * gradient into a new *gx when gx is not NULL, and the weight and bias gradients ADDED
+ * into gw (out x in) and gb (out) when they are not NULL, as Torch7's accGradParameters
+ * does into a layer's persistent gradient buffers. */
+int ds_linear_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_tensor *yrelu, ds_tensor **gx, ds_tensor *gw,
+                       ds_tensor *gb);
 /* Pairwise squared distances: a n x m, b k x m -> n x k. */
 ds_tensor *ds_sqdist(ds_tensor *a, ds_tensor *b);
 int ds_sqdist_backward(ds_tensor *a, ds_tensor *b, ds_tensor *g, ds_tensor **ga, ds_tensor **gb);
@@ -102,14 +100,12 @@ ds_tensor *ds_index_add(int ndim, const int64_t *shape, const int64_t *idx, int6
 ds_tensor *ds_gather_rows(ds_tensor *x, ds_tensor *idx);
 ds_tensor *ds_gather_rows_backward(ds_tensor *x, ds_tensor *idx, ds_tensor *g);
 
-/* ---- optimiser steps (optim.c): in place on contiguous tensors; clear: g is set to
- * zero in the same pass (the training loop's recycled gradient buffers: the next
- * backward accumulates into them without a zeroing pass of its own) ---- */
+/* ---- optimiser steps (optim.c): in place on contiguous tensors ---- */
 int ds_sgd_step(ds_tensor *p, ds_tensor *g, ds_tensor *buf, float lr, float momentum,
-                float dampening, int nesterov, float weight_decay, int first, int clear);
+                float dampening, int nesterov, float weight_decay, int first);
 int ds_adam_step(ds_tensor *p, ds_tensor *g, ds_tensor *m, ds_tensor *v, float lr, float beta1,
-                 float beta2, float eps, float weight_decay, int decoupled, int64_t step, int clear);
+                 float beta2, float eps, float weight_decay, int decoupled, int64_t step);
 int ds_rmsprop_step(ds_tensor *p, ds_tensor *g, ds_tensor *sq, float lr, float rho, float eps,
-                    float weight_decay, int clear);
+                    float weight_decay);
 
 #endif

@@ -74,7 +74,7 @@ static int check_linear(ds_tensor *x, ds_tensor *w, ds_tensor *b) {
   return DS_OK;
 }
 
-ds_tensor *ds_linear(ds_tensor *x, ds_tensor *w, ds_tensor *b) {
+ds_tensor *ds_linear(ds_tensor *x, ds_tensor *w, ds_tensor *b, int relu) {
   if (check_linear(x, w, b)) return NULL;
   int64_t bs = x->shape[0], in = x->shape[1], out_f = w->shape[0];
   ds_tensor *cx = ds_contiguous(x), *cw = ds_contiguous(w), *cb = b ? ds_contiguous(b) : NULL;
@@ -92,55 +92,56 @@ ds_tensor *ds_linear(ds_tensor *x, ds_tensor *w, ds_tensor *b) {
     beta = 1.0f;
   }
   ds_gemm(0, 1, bs, out_f, in, 1.0f, ds_data(cx), in, ds_data(cw), in, beta, py, out_f);
+  if (relu) ds_unary_into(DS_RELU, y, y, 0.0f);
 done:
   ds_release(cx), ds_release(cw), ds_release(cb);
   return y;
 }
 
-int ds_linear_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_tensor **gx, ds_tensor **gw,
-                       ds_tensor **gb, ds_tensor *gw_into, int gw_zero) {
+/* accumulator shapes: gw out x in, gb out, both contiguous */
+static int check_accumulators(ds_tensor *gw, ds_tensor *gb, int64_t out_f, int64_t in) {
+  char s1[128];
+  if (gw && (gw->ndim != 2 || gw->shape[0] != out_f || gw->shape[1] != in || !ds_is_contiguous(gw)))
+    return ds_error("linear backward: the weight gradient %s is not a contiguous %lldx%lld tensor",
+                    ds_shape_str(gw, s1, sizeof s1), (long long)out_f, (long long)in);
+  if (gb && (gb->ndim != 1 || gb->shape[0] != out_f || !ds_is_contiguous(gb)))
+    return ds_error("linear backward: the bias gradient %s is not a contiguous vector of %lld",
+                    ds_shape_str(gb, s1, sizeof s1), (long long)out_f);
+  return DS_OK;
+}
+
+int ds_linear_backward(ds_tensor *x, ds_tensor *w, ds_tensor *gy, ds_tensor *yrelu, ds_tensor **gx, ds_tensor *gw,
+                       ds_tensor *gb) {
   if (check_linear(x, w, NULL)) return DS_EFAIL;
   int64_t bs = x->shape[0], in = x->shape[1], out_f = w->shape[0];
-  if (gy->ndim != 2 || gy->shape[0] != bs || gy->shape[1] != out_f) {
+  if (gy->ndim != 2 || gy->shape[0] != bs || gy->shape[1] != out_f || (yrelu && !ds_same_shape(yrelu, gy))) {
     char s1[128], s2[128];
     return ds_error("linear backward: gradient %s does not match output %lldx%lld (input %s)",
                     ds_shape_str(gy, s1, sizeof s1), (long long)bs, (long long)out_f,
                     ds_shape_str(x, s2, sizeof s2));
   }
-  if (gw && gw_into && (gw_into->ndim != 2 || gw_into->shape[0] != out_f || gw_into->shape[1] != in ||
-                        !ds_is_contiguous(gw_into))) {
-    char s1[128];
-    return ds_error("linear backward: weight-gradient buffer %s is not a contiguous %lldx%lld tensor",
-                    ds_shape_str(gw_into, s1, sizeof s1), (long long)out_f, (long long)in);
-  }
+  if (check_accumulators(gw, gb, out_f, in)) return DS_EFAIL;
   int rc = DS_EFAIL;
-  ds_tensor *cx = ds_contiguous(x), *cw = ds_contiguous(w), *cg = ds_contiguous(gy);
-  ds_tensor *rx = NULL, *rw = NULL, *rb = NULL;
+  ds_tensor *cx = ds_contiguous(x), *cw = ds_contiguous(w), *rx = NULL;
+  /* the gradient at the pre-activation: gy masked by the ReLU's output, or gy itself */
+  ds_tensor *cg = yrelu ? ds_unary_backward(DS_RELU, yrelu, NULL, gy, 0.0f) : ds_contiguous(gy);
   if (!cx || !cw || !cg) goto done;
+  const float *g = ds_data(cg);
   if (gx) {
     if (!(rx = ds_tensor_empty(2, (int64_t[]){bs, in}))) goto done;
-    ds_gemm(0, 0, bs, in, out_f, 1.0f, ds_data(cg), out_f, ds_data(cw), in, 0.0f, ds_data(rx), in);
+    ds_gemm(0, 0, bs, in, out_f, 1.0f, g, out_f, ds_data(cw), in, 0.0f, ds_data(rx), in);
   }
-  if (gw) {
-    if (gw_into)
-      ds_retain(rw = gw_into);
-    else if (!(rw = ds_tensor_empty(2, (int64_t[]){out_f, in})))
-      goto done;
-    ds_gemm(1, 0, out_f, in, bs, 1.0f, ds_data(cg), out_f, ds_data(cx), in, gw_into && gw_zero ? 1.0f : 0.0f,
-            ds_data(rw), in);
-  }
+  if (gw) ds_gemm(1, 0, out_f, in, bs, 1.0f, g, out_f, ds_data(cx), in, 1.0f, ds_data(gw), in);
   if (gb) {
-    if (!(rb = ds_sum_dim(cg, 0, 0))) goto done;
+    float *restrict pb = ds_data(gb);
+    for (int64_t i = 0; i < bs; i++)
+#pragma omp simd
+      for (int64_t j = 0; j < out_f; j++) pb[j] += g[i * out_f + j];
   }
   rc = DS_OK;
+  if (gx) *gx = rx;
 done:
-  if (rc) {
-    ds_release(rx), ds_release(rw), ds_release(rb);
-  } else {
-    if (gx) *gx = rx;
-    if (gw) *gw = rw;
-    if (gb) *gb = rb;
-  }
+  if (rc) ds_release(rx);
   ds_release(cx), ds_release(cw), ds_release(cg);
   return rc;
 }

@@ -130,8 +130,7 @@ int ds_batchnorm_backward(ds_tensor *x, ds_tensor *gamma, ds_tensor *save_mean,
  * counter-based generator: element i keeps its value when
  * hash(key, i) >= p 2^32, with the key one draw of the global generator per mask. Each
  * element depends only on the key and its index, so the mask is the same whatever the
- * thread count and the blocks run on all threads in vector lanes (the sequential
- * generator this replaces made the two masks of an MLP step ~3% of its time). */
+ * thread count and the blocks run on all threads in vector lanes. */
 typedef struct dropout_job {
   float *pm, *py;
   const float *px;

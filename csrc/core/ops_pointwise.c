@@ -140,12 +140,11 @@ typedef struct {
   float *r;
 } unary_grad_ctx;
 
-/* r = g * d(op)/dx over [lo, hi): one loop per op, so that each vectorises. r may be g
- * (the gradient written over the incoming one): those two are not restrict. */
+/* r = g * d(op)/dx over [lo, hi): one loop per op, so that each vectorises. */
 static void unary_grad_range(void *ctx, int64_t lo, int64_t hi) {
   const unary_grad_ctx *c = ctx;
-  const float *restrict a = c->a, *g = c->g, *restrict o = c->o;
-  float *r = c->r;
+  const float *restrict a = c->a, *restrict g = c->g, *restrict o = c->o;
+  float *restrict r = c->r;
   const float q = c->q;
 #define GRAD_LOOP(expr)                                                                                            \
   _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) {                                                                              \
@@ -176,17 +175,13 @@ static void unary_grad_range(void *ctx, int64_t lo, int64_t hi) {
 }
 
 ds_tensor *ds_unary_backward(int op, ds_tensor *x, ds_tensor *y, ds_tensor *gy, float q) {
-  return ds_unary_backward_into(op, x, y, gy, q, NULL);
-}
-
-ds_tensor *ds_unary_backward_into(int op, ds_tensor *x, ds_tensor *y, ds_tensor *gy, float q, ds_tensor *into) {
   char s1[128], s2[128];
   if (!ds_same_shape(x, gy)) {
     ds_error("%s backward: gradient shape %s does not match input %s", ds_unary_names[op],
              ds_shape_str(gy, s1, sizeof s1), ds_shape_str(x, s2, sizeof s2));
     return NULL;
   }
-  ds_tensor *gx = ds_tensor_into(ds_unary_names[op], " backward", into, x);
+  ds_tensor *gx = ds_tensor_like(x);
   if (!gx) return NULL;
   ds_tensor *cx = ds_contiguous(x), *cy = y ? ds_contiguous(y) : NULL, *cg = ds_contiguous(gy);
   if (!cx || !cg || (y && !cy)) {

@@ -1,7 +1,7 @@
 /* Element loops split across the OpenMP threads in one contiguous block each.
- * Below `min` elements the whole range runs on the calling thread. (GCC's combined
- * "parallel for simd ... if (n >= min)" compiled the small case as a scalar loop,
- * 5-10x slower than the vector one; a plain call keeps the body's own vector loop.) */
+ * Below `min` elements the whole range runs on the calling thread, as a plain call
+ * that keeps the body's own vector loop (GCC compiles the serial case of a combined
+ * "parallel for simd ... if (...)" as a scalar loop). */
 #ifndef DS_PARALLEL_H
 #define DS_PARALLEL_H
 

@@ -32,9 +32,8 @@ void ds_rng_set_state(const ds_rng_state *in) {
 static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 /* One xoshiro256** step on a state held in locals. Callers copy the state in and
- * out once: storing it through memory every draw let the compiler merge the four
- * stores into one vector store, and the next draw's scalar loads then stalled on
- * store forwarding (10 ns a draw instead of 1). */
+ * out once: stored through memory every draw, the four stores merge into one vector
+ * store and the next draw's scalar loads stall on store forwarding. */
 static inline uint64_t xoshiro_step(uint64_t s[4]) {
   uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
   s[2] ^= s[0];

@@ -110,18 +110,6 @@ ds_tensor *ds_tensor_new(int ndim, const int64_t *shape) { return alloc_tensor(n
 ds_tensor *ds_tensor_empty(int ndim, const int64_t *shape) { return alloc_tensor(ndim, shape, 0); }
 ds_tensor *ds_tensor_like(const ds_tensor *t) { return alloc_tensor(t->ndim, t->shape, 0); }
 
-ds_tensor *ds_tensor_into(const char *op, const char *suffix, ds_tensor *into, const ds_tensor *like) {
-  if (!into) return ds_tensor_like(like);
-  if (!ds_same_shape(into, like) || !ds_is_contiguous(into)) {
-    char s1[128], s2[128];
-    ds_error("%s%s: destination %s is not a contiguous tensor of shape %s", op, suffix, ds_shape_str(into, s1, sizeof s1),
-             ds_shape_str(like, s2, sizeof s2));
-    return NULL;
-  }
-  ds_retain(into);
-  return into;
-}
-
 ds_tensor *ds_scalar_tensor(float v) {
   ds_tensor *t = alloc_tensor(0, NULL, 0);
   if (t) ds_data(t)[0] = v;

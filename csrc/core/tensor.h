@@ -42,10 +42,6 @@ int64_t ds_live_bytes(void);
 ds_tensor *ds_tensor_new(int ndim, const int64_t *shape);   /* zero-filled */
 ds_tensor *ds_tensor_empty(int ndim, const int64_t *shape); /* uninitialised */
 ds_tensor *ds_tensor_like(const ds_tensor *t);              /* uninitialised, same shape */
-/* An op's destination: `into` with a new reference when given (it must be contiguous
- * and of like's shape; else NULL and an error naming the op, op and suffix joined), or a
- * new uninitialised tensor of like's shape. */
-ds_tensor *ds_tensor_into(const char *op, const char *suffix, ds_tensor *into, const ds_tensor *like);
 ds_tensor *ds_scalar_tensor(float v);                       /* 0-dim */
 void ds_retain(ds_tensor *t);
 void ds_release(ds_tensor *t); /* NULL is fine */

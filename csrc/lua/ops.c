@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../core/error.h"
-#include "../core/blas.h"
 #include "../core/ops.h"
 #include "binding.h"
 
@@ -66,13 +65,10 @@ static int l_unary_(lua_State *L) { /* unary_(op, x, p): in place */
   return 1;
 }
 
-/* unary_backward(op, x, y|nil, gy, p[, into]) -> a new tensor, or into itself */
-static int l_unary_backward(lua_State *L) {
+static int l_unary_backward(lua_State *L) { /* unary_backward(op, x, y|nil, gy, p) */
   int op = op_index(L, 1, ds_unary_names, DS_UNARY_COUNT);
-  ds_tensor *into = lt_opt(L, 6);
-  ds_tensor *r = ds_unary_backward_into(op, lt_check(L, 2), lt_opt(L, 3), lt_check(L, 4), (float)luaL_optnumber(L, 5, 0),
-                                        into);
-  return lt_push_result(L, r, into ? 6 : 0);
+  lt_push(L, ds_unary_backward(op, lt_check(L, 2), lt_opt(L, 3), lt_check(L, 4), (float)luaL_optnumber(L, 5, 0)));
+  return 1;
 }
 
 static int l_axpy(lua_State *L) { /* axpy_(out, alpha, x) */
@@ -96,7 +92,8 @@ static int l_sum_to(lua_State *L) { /* sum_to(g, shape) */
   return 1;
 }
 
-static int l_max(lua_State *L) { /* max(x) -> scalar | max(x, dim, keepdim) -> values, indices (1-based) */
+/* max(x) -> scalar | max(x, dim, keepdim) -> values, and their 0-based positions along dim */
+static int l_max(lua_State *L) {
   ds_tensor *x = lt_check(L, 1);
   if (lua_isnoneornil(L, 2)) {
     lt_push(L, ds_max_all(x));
@@ -137,27 +134,21 @@ static int l_abs_kth(lua_State *L) { /* abs_kth({tensors}, k 1-based) */
 
 static int l_matmul(lua_State *L) { lt_push(L, ds_matmul(lt_check(L, 1), lt_check(L, 2))); return 1; }
 
-static int l_linear(lua_State *L) {
-  lt_push(L, ds_linear(lt_check(L, 1), lt_check(L, 2), lt_opt(L, 3)));
+static int l_linear(lua_State *L) { /* linear(x, w, b|nil, relu?) */
+  lt_push(L, ds_linear(lt_check(L, 1), lt_check(L, 2), lt_opt(L, 3), lua_toboolean(L, 4)));
   return 1;
 }
 
-/* linear_backward(x, w, gy, need_x, need_w, need_b[, gw_into[, gw_zero]]) -> gx|nil, gw|nil, gb|nil;
- * with gw_into the weight gradient is written into that tensor, which is returned;
- * gw_zero: it is known to hold zeros (no zeroing pass) */
+/* linear_backward(x, w, gy, yrelu|nil, need_x, gw|nil, gb|nil) -> gx|nil; the weight and
+ * bias gradients are added into gw and gb */
 static int l_linear_backward(lua_State *L) {
-  ds_tensor *gx = NULL, *gw = NULL, *gb = NULL, *into = lt_opt(L, 7);
-  int need_w = lua_toboolean(L, 5);
-  if (ds_linear_backward(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lua_toboolean(L, 4) ? &gx : NULL,
-                         need_w ? &gw : NULL, lua_toboolean(L, 6) ? &gb : NULL, into, lua_toboolean(L, 8)))
+  ds_tensor *gx = NULL;
+  int need_x = lua_toboolean(L, 5);
+  if (ds_linear_backward(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_opt(L, 4), need_x ? &gx : NULL,
+                         lt_opt(L, 6), lt_opt(L, 7)))
     return lt_raise(L);
-  if (gx) lt_push(L, gx);
-  else lua_pushnil(L);
-  if (gw) lt_push_result(L, gw, into ? 7 : 0); /* into: the caller's own box, not a second one */
-  else lua_pushnil(L);
-  if (gb) lt_push(L, gb);
-  else lua_pushnil(L);
-  return 3;
+  lt_push_opt(L, gx);
+  return 1;
 }
 
 static int l_sqdist(lua_State *L) { lt_push(L, ds_sqdist(lt_check(L, 1), lt_check(L, 2))); return 1; }
@@ -170,19 +161,38 @@ static int l_sqdist_backward(lua_State *L) { /* (a, b, g) -> ga, gb */
   return 2;
 }
 
-static int l_gemm_naive(lua_State *L) {
-  int was = ds_gemm_is_naive();
-  if (!lua_isnone(L, 1)) ds_gemm_use_naive(lua_toboolean(L, 1));
-  lua_pushboolean(L, was);
+static int l_index_select(lua_State *L) { /* (x, indices 1-based) */
+  ds_tensor *x = lt_check(L, 1);
+  if (x->ndim < 1) return luaL_argerror(L, 1, "cannot index a scalar");
+  int64_t n, *idx = lt_indices(L, 2, x->shape[0], &n);
+  ds_tensor *r = ds_index_select(x, idx, n);
+  free(idx);
+  lt_push(L, r);
   return 1;
 }
 
-static const luaL_Reg fns[] = {{"binary", l_binary}, {"binary_", l_binary_}, {"unary", l_unary},
-                               {"unary_", l_unary_}, {"unary_backward", l_unary_backward},
-                               {"axpy_", l_axpy}, {"sum", l_sum}, {"sum_to", l_sum_to}, {"max", l_max},
-                               {"all_finite", l_all_finite}, {"moments", l_moments}, {"abs_kth", l_abs_kth}, {"matmul", l_matmul}, {"linear", l_linear},
-                               {"linear_backward", l_linear_backward}, {"sqdist", l_sqdist},
-                               {"sqdist_backward", l_sqdist_backward}, {"gemm_naive", l_gemm_naive},
-                               {NULL, NULL}};
+static int l_index_add(lua_State *L) { /* (like, indices 1-based, g): zeros like `like` + g at rows */
+  ds_tensor *like = lt_check(L, 1);
+  if (like->ndim < 1) return luaL_argerror(L, 1, "cannot index a scalar");
+  int64_t n, *idx = lt_indices(L, 2, like->shape[0], &n);
+  ds_tensor *r = ds_index_add(like->ndim, like->shape, idx, n, lt_check(L, 3));
+  free(idx);
+  lt_push(L, r);
+  return 1;
+}
 
-void lt_open_ops(lua_State *L) { luaL_setfuncs(L, fns, 0); }
+static int l_gather_rows(lua_State *L) { lt_push(L, ds_gather_rows(lt_check(L, 1), lt_check(L, 2))); return 1; }
+static int l_gather_rows_backward(lua_State *L) {
+  lt_push(L, ds_gather_rows_backward(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3)));
+  return 1;
+}
+
+static const luaL_Reg fns[] = {
+    {"binary", l_binary}, {"binary_", l_binary_}, {"unary", l_unary}, {"unary_", l_unary_},
+    {"unary_backward", l_unary_backward}, {"axpy_", l_axpy}, {"sum", l_sum}, {"sum_to", l_sum_to}, {"max", l_max},
+    {"all_finite", l_all_finite}, {"moments", l_moments}, {"abs_kth", l_abs_kth}, {"matmul", l_matmul},
+    {"linear", l_linear}, {"linear_backward", l_linear_backward}, {"sqdist", l_sqdist},
+    {"sqdist_backward", l_sqdist_backward}, {"index_select", l_index_select}, {"index_add", l_index_add},
+    {"gather_rows", l_gather_rows}, {"gather_rows_backward", l_gather_rows_backward}, {NULL, NULL}};
+
+void lt_open_ops(lua_State *L) { lt_register(L, "ops", fns); }

@@ -1,10 +1,14 @@
-/* Wall clock and process memory, for progress bars and benchmarks. */
+/* Binding of the process and machine (core.sys): clocks, memory, threads, terminals,
+ * file syncing and hashing, and the raw GEMM rate the benchmark compares against. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 #include "../core/blas.h"
+#include "../core/error.h"
+#include "../core/hash.h"
 #include "binding.h"
 
 static int l_clock(lua_State *L) { /* monotonic seconds */
@@ -43,7 +47,51 @@ static int l_bench_raw_sgemm(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg fns[] = {{"bench_raw_sgemm", l_bench_raw_sgemm}, {"clock", l_clock}, {"peak_rss", l_peak_rss}, {"rss", l_rss},
-                               {"isatty", l_isatty}, {NULL, NULL}};
+static int l_memory(lua_State *L) {
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, ds_live_tensors());
+  lua_setfield(L, -2, "tensors");
+  lua_pushinteger(L, ds_live_bytes());
+  lua_setfield(L, -2, "bytes");
+  return 1;
+}
 
-void lt_open_sys(lua_State *L) { luaL_setfuncs(L, fns, 0); }
+static int l_set_num_threads(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  if (n < 1) return luaL_argerror(L, 1, "number of threads must be >= 1");
+  ds_set_num_threads((int)n);
+  return 0;
+}
+
+static int l_get_num_threads(lua_State *L) { lua_pushinteger(L, ds_get_num_threads()); return 1; }
+
+/* fsync(path): flush a written file to disk before it is renamed into place. */
+static int l_fsync(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int fd = open(path, O_RDONLY);
+  if (fd < 0 || fsync(fd) != 0) {
+    if (fd >= 0) close(fd);
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot sync %s", path);
+    return 2;
+  }
+  close(fd);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_sha256(lua_State *L) { /* hex digest of a string */
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  char hex[65];
+  if (ds_sha256_hex(s, len, hex)) return lt_raise(L);
+  lua_pushstring(L, hex);
+  return 1;
+}
+
+static const luaL_Reg fns[] = {{"bench_raw_sgemm", l_bench_raw_sgemm}, {"clock", l_clock}, {"peak_rss", l_peak_rss},
+                               {"rss", l_rss}, {"isatty", l_isatty}, {"memory", l_memory},
+                               {"set_num_threads", l_set_num_threads}, {"get_num_threads", l_get_num_threads},
+                               {"fsync", l_fsync}, {"sha256", l_sha256}, {NULL, NULL}};
+
+void lt_open_sys(lua_State *L) { lt_register(L, "sys", fns); }

@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../core/error.h"
-#include "../core/rng.h"
 #include "binding.h"
 
 /* Memory outside Lua's heap: prompt a full collection when it has grown well
@@ -36,14 +35,9 @@ ds_tensor *lt_check(lua_State *L, int idx) {
 
 ds_tensor *lt_opt(lua_State *L, int idx) { return lua_isnoneornil(L, idx) ? NULL : lt_check(L, idx); }
 
-int lt_push_result(lua_State *L, ds_tensor *r, int into) {
-  if (r && into) {
-    ds_release(r);
-    lua_pushvalue(L, into);
-  } else {
-    lt_push(L, r);
-  }
-  return 1;
+void lt_push_opt(lua_State *L, ds_tensor *t) {
+  if (t) lt_push(L, t);
+  else lua_pushnil(L);
 }
 
 int lt_dim(lua_State *L, int idx, const ds_tensor *t) {
@@ -141,26 +135,6 @@ static int t_full(lua_State *L) {
   int n = lt_shape(L, 1, shape);
   ds_tensor *t = ds_tensor_empty(n, shape);
   if (t) ds_fill(t, v);
-  lt_push(L, t);
-  return 1;
-}
-
-static int t_rand(lua_State *L) { /* rand(shape, lo, hi) */
-  int64_t shape[DS_MAXDIM];
-  luaL_checktype(L, 1, LUA_TTABLE);
-  int n = lt_shape(L, 1, shape);
-  ds_tensor *t = ds_tensor_empty(n, shape);
-  if (t) ds_rng_fill_uniform(t, (float)luaL_optnumber(L, 2, 0), (float)luaL_optnumber(L, 3, 1));
-  lt_push(L, t);
-  return 1;
-}
-
-static int t_randn(lua_State *L) { /* randn(shape, mean, std) */
-  int64_t shape[DS_MAXDIM];
-  luaL_checktype(L, 1, LUA_TTABLE);
-  int n = lt_shape(L, 1, shape);
-  ds_tensor *t = ds_tensor_empty(n, shape);
-  if (t) ds_rng_fill_normal(t, (float)luaL_optnumber(L, 2, 0), (float)luaL_optnumber(L, 3, 1));
   lt_push(L, t);
   return 1;
 }
@@ -448,7 +422,7 @@ static int t_setuv(lua_State *L) {
 }
 
 static const luaL_Reg tensor_fns[] = {
-    {"zeros", t_zeros}, {"empty", t_empty}, {"full", t_full}, {"rand", t_rand}, {"randn", t_randn},
+    {"zeros", t_zeros}, {"empty", t_empty}, {"full", t_full},
     {"from_table", t_from_table}, {"size", t_size}, {"stride", t_stride}, {"dim", t_dim},
     {"numel", t_numel}, {"is_contiguous", t_is_contiguous}, {"same_shape", t_same_shape}, {"storage_id", t_storage_id},
     {"item", t_item}, {"get", t_get}, {"set", t_set}, {"flat", t_flat}, {"totable", t_totable},
@@ -458,11 +432,13 @@ static const luaL_Reg tensor_fns[] = {
     {"getuv", t_getuv}, {"setuv", t_setuv}, {"free", t_free}, {NULL, NULL}};
 
 void lt_open_tensor(lua_State *L) {
+  lt_register(L, "tensor", tensor_fns);
+  lua_getfield(L, -1, "tensor");
   luaL_newmetatable(L, LT_TENSOR); /* sets __name, used in "deepsigns.Tensor expected" messages */
   lua_pushcfunction(L, t_free);
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, t_free);
   lua_setfield(L, -2, "__close");
-  lua_setfield(L, -2, "metatable"); /* core.metatable: the Lua side adds methods and operators */
-  luaL_setfuncs(L, tensor_fns, 0);
+  lua_setfield(L, -2, "metatable"); /* core.tensor.metatable: the Lua side adds methods and operators */
+  lua_pop(L, 1);
 }

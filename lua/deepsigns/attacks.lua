@@ -20,14 +20,14 @@ end
 local function prunable(model, biases)
   local list = {}
   for name, p in model:named_parameters() do
-    local is_weight = name:match("weight$") and core.dim(p) >= 2
+    local is_weight = name:match("weight$") and core.tensor.dim(p) >= 2
     if is_weight or (biases and name:match("bias$")) then list[#list + 1] = {name, p} end
   end
   return list
 end
 
 local function zero_below(p, thr)
-  core.binary_("mul", p, p, core.binary("ge", core.unary("abs", p), thr))
+  core.ops.binary_("mul", p, p, core.ops.binary("ge", core.ops.unary("abs", p), thr))
 end
 
 -- Magnitude pruning: zero the fraction `rate` of smallest |w|, per layer or globally.
@@ -42,17 +42,17 @@ function AT.prune(model, opts)
   if rate == 0 then return m end
   if scope == "global" then
     local ts, total = {}, 0
-    for i, e in ipairs(list) do ts[i] = e[2]; total = total + core.numel(e[2]) end
+    for i, e in ipairs(list) do ts[i] = e[2]; total = total + core.tensor.numel(e[2]) end
     local k = math.floor(rate * total + 0.5)
     if k >= 1 then
-      local thr = core.abs_kth(ts, k)
+      local thr = core.ops.abs_kth(ts, k)
       for _, t in ipairs(ts) do zero_below(t, math.nextafter and thr or thr + thr * 1e-7 + 1e-30) end
     end
   else
     for _, e in ipairs(list) do
-      local k = math.floor(rate * core.numel(e[2]) + 0.5)
+      local k = math.floor(rate * core.tensor.numel(e[2]) + 0.5)
       if k >= 1 then
-        local thr = core.abs_kth({e[2]}, k)
+        local thr = core.ops.abs_kth({e[2]}, k)
         zero_below(e[2], thr + thr * 1e-7 + 1e-30) -- the k smallest, ties included
       end
     end
@@ -75,8 +75,8 @@ AT.last_linear = last_linear
 
 local function reinit_linear(l)
   local bound = 1 / math.sqrt(l.in_features)
-  core.copy(l.weight, core.rand(core.size(l.weight), -bound, bound))
-  if l.bias then core.copy(l.bias, core.rand(core.size(l.bias), -bound, bound)) end
+  core.tensor.copy(l.weight, core.rng.rand(core.tensor.size(l.weight), -bound, bound))
+  if l.bias then core.tensor.copy(l.bias, core.rng.rand(core.tensor.size(l.bias), -bound, bound)) end
 end
 
 local function attacker_data(data, opts)
@@ -129,11 +129,11 @@ function AT.quantize(model, opts)
   local m = model:clone()
   local levels = 2 ^ (bits - 1) - 1
   for _, p in ipairs(m:parameters()) do
-    local mx = core.item(core.max(core.unary("abs", p)))
+    local mx = core.tensor.item(core.ops.max(core.ops.unary("abs", p)))
     if mx > 0 then
       local scale = mx / levels
-      local q = core.unary("round", core.binary("div", p, scale))
-      core.copy(p, core.binary("mul", q, scale))
+      local q = core.ops.unary("round", core.ops.binary("div", p, scale))
+      core.tensor.copy(p, core.ops.binary("mul", q, scale))
     end
   end
   if opts.finetune_epochs and opts.finetune_epochs > 0 then
@@ -150,8 +150,8 @@ function AT.noise(model, opts)
   if type(sigma) ~= "number" or sigma < 0 then error("attacks.noise: sigma must be a number >= 0", 2) end
   local m = model:clone()
   for _, e in ipairs(prunable(m, opts.biases)) do
-    local _, sd = core.moments(e[2])
-    core.binary_("add", e[2], e[2], core.randn(core.size(e[2]), 0, sigma * sd))
+    local _, sd = core.ops.moments(e[2])
+    core.ops.binary_("add", e[2], e[2], core.rng.randn(core.tensor.size(e[2]), 0, sigma * sd))
   end
   return m
 end
@@ -190,28 +190,28 @@ function AT.permute(model, opts)
   local l = linear_layer(m, opts.layer, "attacks.permute")
   local nxt = next_linear(m, l)
   local n = l.out_features
-  local saved = core.rng_state()
-  if opts.seed then core.seed(opts.seed) end
-  local perm = core.randperm(n)
+  local saved = core.rng.state()
+  if opts.seed then core.rng.seed(opts.seed) end
+  local perm = core.rng.randperm(n)
   local scales
   if opts.scale then
     local lo, hi = 0.5, 2
     if type(opts.scale) == "table" then lo, hi = opts.scale[1], opts.scale[2] end
     if not (lo > 0 and hi >= lo) then error("attacks.permute: scale range must be positive", 2) end
-    scales = core.rand({n}, lo, hi)
+    scales = core.rng.rand({n}, lo, hi)
   end
-  if opts.seed then core.set_rng_state(saved) end
-  local w = core.index_select(l.weight, perm)
-  local b = l.bias and core.index_select(l.bias, perm)
-  local wn = core.transpose(core.index_select(core.contiguous(core.transpose(nxt.weight, 1, 2)), perm), 1, 2)
+  if opts.seed then core.rng.set_state(saved) end
+  local w = core.ops.index_select(l.weight, perm)
+  local b = l.bias and core.ops.index_select(l.bias, perm)
+  local wn = core.tensor.transpose(core.ops.index_select(core.tensor.contiguous(core.tensor.transpose(nxt.weight, 1, 2)), perm), 1, 2)
   if scales then
-    w = core.binary("mul", w, core.reshape(scales, {n, 1}))
-    if b then b = core.binary("mul", b, scales) end
-    wn = core.binary("div", wn, core.reshape(scales, {1, n}))
+    w = core.ops.binary("mul", w, core.tensor.reshape(scales, {n, 1}))
+    if b then b = core.ops.binary("mul", b, scales) end
+    wn = core.ops.binary("div", wn, core.tensor.reshape(scales, {1, n}))
   end
-  core.copy(l.weight, w)
-  if b then core.copy(l.bias, b) end
-  core.copy(nxt.weight, wn)
+  core.tensor.copy(l.weight, w)
+  if b then core.tensor.copy(l.bias, b) end
+  core.tensor.copy(nxt.weight, wn)
   return m
 end
 
@@ -227,17 +227,17 @@ function AT.fineprune(model, data, opts)
   local m = model:clone()
   local l = linear_layer(m, opts.layer, "attacks.fineprune")
   local n = math.min(#d, opts.samples or 2000)
-  local acts = m:activations(core.narrow(d.x, 1, 1, n), l)
-  local means = core.flat(core.sum(acts, 1))
+  local acts = m:activations(core.tensor.narrow(d.x, 1, 1, n), l)
+  local means = core.tensor.flat(core.ops.sum(acts, 1))
   local order = {}
   for i = 1, #means do order[i] = i end
   table.sort(order, function(a, b) return means[a] < means[b] or (means[a] == means[b] and a < b) end)
   local k = math.floor(rate * #means + 0.5)
-  local mask = core.full({#means}, 1)
-  for i = 1, k do core.set(mask, order[i], 0) end
+  local mask = core.tensor.full({#means}, 1)
+  for i = 1, k do core.tensor.set(mask, order[i], 0) end
   local function apply()
-    core.binary_("mul", l.weight, l.weight, core.reshape(mask, {#means, 1}))
-    if l.bias then core.binary_("mul", l.bias, l.bias, mask) end
+    core.ops.binary_("mul", l.weight, l.weight, core.tensor.reshape(mask, {#means, 1}))
+    if l.bias then core.ops.binary_("mul", l.bias, l.bias, mask) end
   end
   apply()
   local epochs = opts.epochs or 1
@@ -264,7 +264,7 @@ function AT.distill(teacher, student, data, opts)
   teacher:eval()
   local F = require "deepsigns.functional"
   local loss = function(logits, _, x)
-    local soft = A.no_grad(function() return core.softmax(core.binary("div", teacher(x), temp), false) end)
+    local soft = A.no_grad(function() return core.nn.softmax(core.ops.binary("div", teacher(x), temp), false) end)
     return F.cross_entropy(logits / temp, soft) * (temp * temp)
   end
   require("deepsigns.train").train{model = s, data = d, epochs = opts.epochs or 5, batch_size = opts.batch_size or 128,

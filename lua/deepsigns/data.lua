@@ -3,6 +3,7 @@
 local core = require "deepsigns.core"
 local T = require "deepsigns.tensor"
 local class = require "deepsigns.class"
+local U = require "deepsigns.util"
 
 local D = {}
 D.FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -14,14 +15,14 @@ D.Dataset = Dataset
 function Dataset:__init(t)
   local x, y = t.x, t.y
   if not (T.is_tensor(x) and T.is_tensor(y)) then error("Dataset: x and y must be tensors", 3) end
-  if core.dim(y) ~= 1 or core.dim(x) < 1 or core.size(x, 1) ~= core.size(y, 1) then
+  if core.tensor.dim(y) ~= 1 or core.tensor.dim(x) < 1 or core.tensor.size(x, 1) ~= core.tensor.size(y, 1) then
     error(string.format("Dataset: x (%s) and y (%s) must have the same number of rows",
-      table.concat(core.size(x), "x"), table.concat(core.size(y), "x")), 3)
+      U.shape_str(x), U.shape_str(y)), 3)
   end
   self.x, self.y = x, y
   self.name = t.name or "data"
-  self.classes = t.classes or (core.numel(y) > 0 and math.tointeger(core.item(core.max(y))) + 1 or 0)
-  local ys = core.flat(y)
+  self.classes = t.classes or (core.tensor.numel(y) > 0 and math.tointeger(core.tensor.item(core.ops.max(y))) + 1 or 0)
+  local ys = core.tensor.flat(y)
   for i, v in ipairs(ys) do
     if v ~= math.floor(v) or v < 0 or v >= self.classes then
       error(string.format("Dataset %s: label %g at row %d is not a class id in 0..%d", self.name, v, i, self.classes - 1), 3)
@@ -29,22 +30,22 @@ function Dataset:__init(t)
   end
 end
 
-function Dataset:__len() return core.size(self.y, 1) end
+function Dataset:__len() return core.tensor.size(self.y, 1) end
 
 function Dataset:__tostring()
-  return string.format("Dataset %s: %d samples of %s, %d classes", self.name, #self, table.concat(core.size(self.x), "x", 2), self.classes)
+  return string.format("Dataset %s: %d samples of %s, %d classes", self.name, #self, table.concat(core.tensor.size(self.x), "x", 2), self.classes)
 end
 
 -- input shape of one sample, e.g. {1, 28, 28}
 function Dataset:input_shape()
-  local s = core.size(self.x)
+  local s = core.tensor.size(self.x)
   table.remove(s, 1)
   return s
 end
 
 -- Rows at 1-based indices (a table or tensor).
 function Dataset:subset(indices, name)
-  return Dataset{x = core.index_select(self.x, indices), y = core.index_select(self.y, indices),
+  return Dataset{x = core.ops.index_select(self.x, indices), y = core.ops.index_select(self.y, indices),
     classes = self.classes, name = name or self.name}
 end
 
@@ -53,7 +54,7 @@ function Dataset:indices_of(...)
   local want = {}
   for _, c in ipairs {...} do want[c] = true end
   local idx = {}
-  for i, v in ipairs(core.flat(self.y)) do
+  for i, v in ipairs(core.tensor.flat(self.y)) do
     if want[v] then idx[#idx + 1] = i end
   end
   return idx
@@ -77,7 +78,7 @@ end
 function Dataset:class_counts()
   local counts = {}
   for c = 1, self.classes do counts[c] = 0 end
-  for _, v in ipairs(core.flat(self.y)) do counts[v + 1] = counts[v + 1] + 1 end
+  for _, v in ipairs(core.tensor.flat(self.y)) do counts[v + 1] = counts[v + 1] + 1 end
   return counts
 end
 
@@ -87,10 +88,10 @@ function Dataset:split(fraction, seed)
   if type(fraction) ~= "number" or fraction <= 0 or fraction >= 1 then
     error("split: fraction must be in (0, 1), got " .. tostring(fraction), 2)
   end
-  local saved = core.rng_state()
-  core.seed(seed or 0)
-  local perm = core.randperm(#self)
-  core.set_rng_state(saved)
+  local saved = core.rng.state()
+  core.rng.seed(seed or 0)
+  local perm = core.rng.randperm(#self)
+  core.rng.set_state(saved)
   local k = math.floor(#self * fraction + 0.5)
   local a, b = {}, {}
   for i = 1, #perm do
@@ -112,13 +113,13 @@ end
 
 -- In-place per-channel normalisation (x - mean) / std; returns self.
 function Dataset:normalize(mean, std)
-  local c = core.size(self.x, 2)
+  local c = core.tensor.size(self.x, 2)
   if type(mean) ~= "table" or #mean ~= c or type(std) ~= "table" or #std ~= c then
     error("normalize: mean and std must be tables with one value per channel (" .. c .. ")", 2)
   end
   local shape = {1, c, 1, 1}
-  core.binary_("sub", self.x, self.x, core.reshape(core.from_table(mean), shape))
-  core.binary_("div", self.x, self.x, core.reshape(core.from_table(std), shape))
+  core.ops.binary_("sub", self.x, self.x, core.tensor.reshape(core.tensor.from_table(mean), shape))
+  core.ops.binary_("div", self.x, self.x, core.tensor.reshape(core.tensor.from_table(std), shape))
   self.mean, self.std = mean, std
   return self
 end
@@ -126,8 +127,8 @@ end
 -- Per-channel mean and std of x (no copies).
 function Dataset:channel_stats()
   local mean, std = {}, {}
-  for k = 1, core.size(self.x, 2) do
-    mean[k], std[k] = core.moments(core.select(self.x, 2, k))
+  for k = 1, core.tensor.size(self.x, 2) do
+    mean[k], std[k] = core.ops.moments(core.tensor.select(self.x, 2, k))
   end
   return mean, std
 end
@@ -140,7 +141,7 @@ function Dataset:batches(opts)
   if math.type(size) ~= "integer" or size < 1 then error("batches: size must be a positive integer", 2) end
   local n = #self
   local order
-  if opts.shuffle then order = core.randperm(n) end
+  if opts.shuffle then order = core.rng.randperm(n) end
   local nb = opts.drop_last and n // size or (n + size - 1) // size
   local b = 0
   local aug = opts.augment
@@ -151,11 +152,11 @@ function Dataset:batches(opts)
     local x, y
     if order then
       local idx = table.move(order, first, last, 1, {})
-      x, y = core.index_select(self.x, idx), core.index_select(self.y, idx)
+      x, y = core.ops.index_select(self.x, idx), core.ops.index_select(self.y, idx)
     else
-      x, y = core.narrow(self.x, 1, first, last - first + 1), core.narrow(self.y, 1, first, last - first + 1)
+      x, y = core.tensor.narrow(self.x, 1, first, last - first + 1), core.tensor.narrow(self.y, 1, first, last - first + 1)
     end
-    if aug then x = core.augment_crop_flip(x, aug.pad or 4, aug.flip or 0.5) end
+    if aug then x = core.data.augment_crop_flip(x, aug.pad or 4, aug.flip or 0.5) end
     return x, y, b
   end, nb
 end
@@ -182,7 +183,7 @@ end
 
 function D.idx(path)
   if type(path) ~= "string" then error("data.idx: expects a file path", 2) end
-  return core.read_idx(path)
+  return core.data.read_idx(path)
 end
 
 local function idx_pair(dir, images, labels, name, hint)
@@ -190,17 +191,17 @@ local function idx_pair(dir, images, labels, name, hint)
   if not (ip and lp) then
     error(string.format("%s: cannot find %s(.gz) and %s(.gz) in %s%s", name, images, labels, dir, hint or ""), 3)
   end
-  local x, y = core.read_idx(ip), core.read_idx(lp)
-  local xs = core.size(x)
-  if #xs ~= 3 then error(string.format("%s: %s holds %s, expected N x H x W images", name, ip, table.concat(xs, "x")), 3) end
-  if core.dim(y) ~= 1 or core.size(y, 1) ~= xs[1] then
-    error(string.format("%s: %s has %d labels for %d images in %s", name, lp, core.numel(y), xs[1], ip), 3)
+  local x, y = core.data.read_idx(ip), core.data.read_idx(lp)
+  local xs = core.tensor.size(x)
+  if #xs ~= 3 then error(string.format("%s: %s holds %s, expected N x H x W images", name, ip, U.shape_str(xs)), 3) end
+  if core.tensor.dim(y) ~= 1 or core.tensor.size(y, 1) ~= xs[1] then
+    error(string.format("%s: %s has %d labels for %d images in %s", name, lp, core.tensor.numel(y), xs[1], ip), 3)
   end
-  for i, v in ipairs(core.flat(y)) do
+  for i, v in ipairs(core.tensor.flat(y)) do
     if v < 0 or v > 9 then error(string.format("%s: %s: label %g at row %d is out of range 0..9", name, lp, v, i), 3) end
   end
-  x = core.reshape(x, {xs[1], 1, xs[2], xs[3]})
-  core.binary_("div", x, x, 255)
+  x = core.tensor.reshape(x, {xs[1], 1, xs[2], xs[3]})
+  core.ops.binary_("div", x, x, 255)
   return Dataset{x = x, y = y, classes = 10, name = name}
 end
 
@@ -240,7 +241,7 @@ function D.cifar10(opts)
       if not exists(p) then
         error("cifar10: missing " .. p .. " (expected data_batch_1.bin .. data_batch_5.bin and test_batch.bin)", 3)
       end
-      local x, y = core.read_cifar(p)
+      local x, y = core.data.read_cifar(p)
       xs[#xs + 1], ys[#ys + 1] = x, y
     end
     local x = #xs == 1 and xs[1] or T.cat(xs, 1)

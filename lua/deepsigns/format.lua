@@ -5,7 +5,7 @@ local core = require "deepsigns.core"
 local F = {}
 local SUMMARY_AT, EDGE = 1000, 3
 
-local function shape_str(s) return #s == 0 and "scalar" or table.concat(s, "x") end
+local shape_str = require("deepsigns.util").shape_str
 
 -- One format for all shown values: integers, fixed or scientific.
 local function number_format(values)
@@ -50,7 +50,7 @@ end
 local function gather(t, shape, summarise, out, prefix)
   local d = #prefix + 1
   if d > #shape then
-    out[#out + 1] = core.get(t, table.unpack(prefix))
+    out[#out + 1] = core.tensor.get(t, table.unpack(prefix))
     return
   end
   for _, i in ipairs(positions(shape[d], summarise)) do
@@ -78,7 +78,7 @@ local function matrix_lines(t, shape, summarise, fmt, prefix, lines)
           local idx = {table.unpack(prefix)}
           if nd >= 2 then idx[#idx + 1] = r end
           idx[#idx + 1] = c
-          parts[#parts + 1] = fmt(core.get(t, table.unpack(idx)))
+          parts[#parts + 1] = fmt(core.tensor.get(t, table.unpack(idx)))
         end
       end
       lines[#lines + 1] = table.concat(parts, " ")
@@ -109,13 +109,13 @@ local function slices(t, shape, summarise, fmt, prefix, lines)
 end
 
 function F.tensor(t)
-  local shape = core.size(t)
+  local shape = core.tensor.size(t)
   local footer = "[deepsigns.Tensor float32 " .. shape_str(shape) .. "]"
-  local n = core.numel(t)
+  local n = core.tensor.numel(t)
   if n == 0 then return "[empty]\n" .. footer end
   if #shape == 0 then
-    local fmt = number_format({core.item(t)})
-    return (fmt(core.item(t)):gsub("^%s+", "")) .. "\n" .. footer
+    local fmt = number_format({core.tensor.item(t)})
+    return (fmt(core.tensor.item(t)):gsub("^%s+", "")) .. "\n" .. footer
   end
   local summarise = n > SUMMARY_AT
   local vals = {}

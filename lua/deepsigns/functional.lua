@@ -1,25 +1,25 @@
 -- Differentiable layer ops and losses: fused C kernels plus their recorded
--- backward. nn modules and the watermark losses call these.
+-- backward. The nn modules call these.
 local core = require "deepsigns.core"
 local A = require "deepsigns.autograd"
 local T = require "deepsigns.tensor"
+local U = require "deepsigns.util"
 
 local record, check = A.record, T.check
--- for ops whose backward returns only tensors a C kernel has just made (autograd.record)
-local function record_fresh(out, inputs, backward) return record(out, inputs, backward, true) end
+local shape_str = U.shape_str
 local F = {}
 
-local function shape_str(x) local s = core.size(x); return #s == 0 and "scalar" or table.concat(s, "x") end
-
--- y = x W^T + b (one GEMM, bias folded in)
-function F.linear(x, w, b)
+-- y = x W^T + b (one GEMM, bias folded in), and with relu = true the ReLU in the same
+-- pass. The backward adds the weight and bias gradients straight into their buffers
+-- (autograd.accumulator).
+function F.linear(x, w, b, relu)
   check(x, "linear", 1); check(w, "linear", 2)
-  local y = core.linear(x, w, b)
-  return record_fresh(y, {x, w, b}, function(g, needs)
-    local spare, zeroed
-    if needs[2] then spare, zeroed = A.take_spare(w) end
-    local gx, gw, gb = core.linear_backward(x, w, g, needs[1], needs[2], b ~= nil and needs[3], spare, zeroed)
-    if gw ~= nil then A.recyclable[gw] = true end
+  local y = core.ops.linear(x, w, b, relu)
+  return record(y, {x, w, b}, function(g, needs)
+    local gw_buf, gw, gb_buf, gb
+    if needs[2] then gw_buf, gw = A.accumulator(w) end
+    if b ~= nil and needs[3] then gb_buf, gb = A.accumulator(b) end
+    local gx = core.ops.linear_backward(x, w, g, relu and y or nil, needs[1], gw_buf, gb_buf)
     return gx, gw, gb
   end)
 end
@@ -41,15 +41,15 @@ function F.conv2d(x, w, b, opts)
   end
   -- a ReLU fused into the same pass: no separate sweep over the output either way
   local relu = act == "relu"
-  local y = core.conv2d(x, w, b, sh, sw, ph, pw, relu)
-  return record_fresh(y, {x, w, b}, function(g, needs)
-    return core.conv2d_backward(x, w, g, sh, sw, ph, pw, needs[1], needs[2], b ~= nil and needs[3],
+  local y = core.nn.conv2d(x, w, b, sh, sw, ph, pw, relu)
+  return record(y, {x, w, b}, function(g, needs)
+    return core.nn.conv2d_backward(x, w, g, sh, sw, ph, pw, needs[1], needs[2], b ~= nil and needs[3],
       relu and y or nil)
   end)
 end
 
 local function pool(kind)
-  local fwd, bwd = core[kind], core[kind .. "_backward"]
+  local fwd, bwd = core.nn[kind], core.nn[kind .. "_backward"]
   return function(x, k, opts)
     check(x, kind, 1)
     opts = opts or {}
@@ -57,7 +57,7 @@ local function pool(kind)
     local sh, sw = pair(opts.stride or k, kind, "stride")
     local ph, pw = pair(opts.padding or 0, kind, "padding")
     local y = fwd(x, kh, kw, sh, sw, ph, pw)
-    return record_fresh(y, {x}, function(g) return bwd(x, g, kh, kw, sh, sw, ph, pw) end)
+    return record(y, {x}, function(g) return bwd(x, g, kh, kw, sh, sw, ph, pw) end)
   end
 end
 F.max_pool2d = pool("maxpool2d")
@@ -66,33 +66,33 @@ F.avg_pool2d = pool("avgpool2d")
 -- mean over the spatial dims: N x C x H x W -> N x C
 function F.global_avg_pool(x)
   check(x, "global_avg_pool")
-  if core.dim(x) ~= 4 then error("global_avg_pool: input must be N x C x H x W, got " .. shape_str(x), 2) end
-  local s = core.size(x)
+  if core.tensor.dim(x) ~= 4 then error("global_avg_pool: input must be N x C x H x W, got " .. shape_str(x), 2) end
+  local s = core.tensor.size(x)
   return x:reshape(s[1], s[2], s[3] * s[4]):mean(3)
 end
 
 -- softmax over the last dimension
 function F.softmax(x)
   check(x, "softmax")
-  local y = core.softmax(x, false)
-  return record_fresh(y, {x}, function(g) return core.softmax_backward(y, g, false) end)
+  local y = core.nn.softmax(x, false)
+  return record(y, {x}, function(g) return core.nn.softmax_backward(y, g, false) end)
 end
 
 function F.log_softmax(x)
   check(x, "log_softmax")
-  local y = core.softmax(x, true)
-  return record_fresh(y, {x}, function(g) return core.softmax_backward(y, g, true) end)
+  local y = core.nn.softmax(x, true)
+  return record(y, {x}, function(g) return core.nn.softmax_backward(y, g, true) end)
 end
 
 -- labels: a tensor of class ids (B) or soft targets (B x C); opts.label_smoothing
 function F.cross_entropy(logits, labels, opts)
   check(logits, "cross_entropy", 1)
-  if type(labels) == "table" and not T.is_tensor(labels) then labels = core.from_table(labels) end
+  if type(labels) == "table" and not T.is_tensor(labels) then labels = core.tensor.from_table(labels) end
   check(labels, "cross_entropy", 2)
   local eps = opts and opts.label_smoothing or 0
-  local loss, probs = core.cross_entropy(logits, labels, eps)
-  return record_fresh(loss, {logits}, function(g)
-    return core.cross_entropy_backward(probs, labels, eps, core.item(g))
+  local loss, probs = core.nn.cross_entropy(logits, labels, eps)
+  return record(loss, {logits}, function(g)
+    return core.nn.cross_entropy_backward(probs, labels, eps, core.tensor.item(g))
   end)
 end
 
@@ -104,7 +104,6 @@ end
 
 function F.mse(a, b)
   check(a, "mse", 1); check(b, "mse", 2)
-  local sa, sb = core.size(a), core.size(b)
   if shape_str(a) ~= shape_str(b) then
     error("mse: size mismatch, a: " .. shape_str(a) .. ", b: " .. shape_str(b), 2)
   end
@@ -114,42 +113,39 @@ end
 
 function F.bce(p, target)
   check(p, "bce", 1); check(target, "bce", 2)
-  local loss = core.bce(p, target)
-  return record_fresh(loss, {p}, function(g) return core.bce_backward(p, target, core.item(g)) end)
+  local loss = core.nn.bce(p, target)
+  return record(loss, {p}, function(g) return core.nn.bce_backward(p, target, core.tensor.item(g)) end)
 end
 
 function F.dropout(x, p, training)
   check(x, "dropout")
   if not training or p == 0 then return x end
-  local y, mask = core.dropout(x, p) -- the mask drawn and applied in one pass
-  return record_fresh(y, {x}, function(g, _, mine)
-    if mine then return core.binary_("mul", g, g, mask) end -- over g: no new buffer
-    return core.binary("mul", g, mask)
-  end)
+  local y, mask = core.nn.dropout(x, p) -- the mask drawn and applied in one pass
+  return record(y, {x}, function(g) return core.ops.binary("mul", g, mask) end)
 end
 
 -- state: {running_mean, running_var, momentum, eps}; weight and bias are parameters
 function F.batch_norm(x, weight, bias, state, training)
   check(x, "batch_norm")
-  local y, mean, invstd = core.batchnorm(x, weight, bias, state.running_mean, state.running_var,
+  local y, mean, invstd = core.nn.batchnorm(x, weight, bias, state.running_mean, state.running_var,
     training, state.momentum or 0.1, state.eps or 1e-5)
-  return record_fresh(y, {x, weight, bias}, function(g, needs)
-    return core.batchnorm_backward(x, weight, mean, invstd, g, training, needs[1])
+  return record(y, {x, weight, bias}, function(g, needs)
+    return core.nn.batchnorm_backward(x, weight, mean, invstd, g, training, needs[1])
   end)
 end
 
 -- y[i] = x[i, idx[i]] with idx holding 0-based class ids
 function F.gather_rows(x, idx)
   check(x, "gather_rows", 1); check(idx, "gather_rows", 2)
-  local y = core.gather_rows(x, idx)
-  return record_fresh(y, {x}, function(g) return core.gather_rows_backward(x, idx, g) end)
+  local y = core.ops.gather_rows(x, idx)
+  return record(y, {x}, function(g) return core.ops.gather_rows_backward(x, idx, g) end)
 end
 
 -- pairwise squared Euclidean distances between rows: n x m, k x m -> n x k
 function F.sqdist(a, b)
   check(a, "sqdist", 1); check(b, "sqdist", 2)
-  local d = core.sqdist(a, b)
-  return record_fresh(d, {a, b}, function(g) return core.sqdist_backward(a, b, g) end)
+  local d = core.ops.sqdist(a, b)
+  return record(d, {a, b}, function(g) return core.ops.sqdist_backward(a, b, g) end)
 end
 
 return F

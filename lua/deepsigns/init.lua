@@ -3,8 +3,9 @@
 local core = require "deepsigns.core"
 local A = require "deepsigns.autograd"
 local T = require "deepsigns.tensor"
+local U = require "deepsigns.util"
 
-local ds = {version = "0.1.0", core = core, Tensor = T.methods}
+local ds = {version = U.VERSION, core = core, Tensor = T.methods}
 
 for _, name in ipairs {"tensor", "zeros", "ones", "empty", "full", "rand", "randn", "uniform", "normal",
   "arange", "zeros_like", "ones_like", "cat", "is_tensor"} do
@@ -16,24 +17,24 @@ ds.is_grad_enabled = A.is_enabled
 
 function ds.manual_seed(n)
   if math.type(n) ~= "integer" then error("manual_seed: seed must be an integer, got " .. tostring(n), 2) end
-  core.seed(n)
+  core.rng.seed(n)
 end
 
 function ds.set_num_threads(n)
   if math.type(n) ~= "integer" or n < 1 then error("set_num_threads: expects an integer >= 1, got " .. tostring(n), 2) end
-  core.set_num_threads(n)
+  core.sys.set_num_threads(n)
 end
-ds.get_num_threads = core.get_num_threads
+ds.get_num_threads = core.sys.get_num_threads
 
 -- {tensors = live tensor headers, bytes = live tensor storage}
-function ds.memory() return core.memory() end
+function ds.memory() return core.sys.memory() end
 
 -- Monotonic wall-clock seconds (for timing), and resident memory in bytes.
-ds.clock = core.clock
-function ds.rss() return {current = core.rss(), peak = core.peak_rss()} end
+ds.clock = core.sys.clock
+function ds.rss() return {current = core.sys.rss(), peak = core.sys.peak_rss()} end
 
 -- A random permutation of 1..n from the seeded generator.
-function ds.randperm(n) return core.randperm(n) end
+function ds.randperm(n) return core.rng.randperm(n) end
 
 -- Everything else loads on first use, so `require "deepsigns"` stays quick.
 local lazy = {nn = "deepsigns.nn", optim = "deepsigns.optim", functional = "deepsigns.functional",

@@ -2,12 +2,9 @@
 local class = require "deepsigns.class"
 local nn = require "deepsigns.nn"
 local Module = require "deepsigns.nn.module"
+local U = require "deepsigns.util"
 
 local M = {}
-
-local function describe_input(input)
-  return table.concat(input, "x")
-end
 
 -- MNIST-MLP: ds.models.mlp{784, 512, 512, 10, dropout=0.2}. Hidden layers fc1, fc2, ...
 -- are Linear + ReLU (post-activation outputs); dropout after each hidden layer.
@@ -39,7 +36,7 @@ function M.cifar_cnn(opts)
   local p_conv, p_fc = opts.dropout_conv or 0.25, opts.dropout_fc or 0.5
   local c, h, w = input[1], input[2], input[3]
   if not (c and h and w) or h < 12 or w < 12 then
-    error("models.cifar_cnn: input must be {channels, height, width} of at least 12x12, got " .. describe_input(input), 2)
+    error("models.cifar_cnn: input must be {channels, height, width} of at least 12x12, got " .. U.shape_str(input), 2)
   end
   -- conv layers carry their ReLU (fused in C), so "conv1".."conv4" name post-activation
   -- outputs, as "fc1" does

@@ -15,7 +15,7 @@ function Optimizer:__init(params, opts, defaults)
   end
   for i, p in ipairs(params) do
     if not T.is_tensor(p) then error(self.__name .. ": parameter " .. i .. " is not a tensor", 3) end
-    if not core.is_contiguous(p) then error(self.__name .. ": parameter " .. i .. " is not contiguous", 3) end
+    if not core.tensor.is_contiguous(p) then error(self.__name .. ": parameter " .. i .. " is not contiguous", 3) end
   end
   opts = opts or {}
   for k in pairs(opts) do
@@ -34,26 +34,23 @@ function Optimizer:__init(params, opts, defaults)
   self.initial_lr = self.lr
 end
 
--- Drops the gradients (the next backward starts fresh; p.grad is nil until then).
--- A gradient buffer nobody read through p.grad is reused by the next backward.
+-- Sets every parameter's gradient buffer to zero (a parameter without one yet is
+-- left without; the next backward makes it).
 function Optimizer:zero_grad()
-  for _, p in ipairs(self.params) do A.drop_grad(p) end
+  for _, p in ipairs(self.params) do
+    local g = A.grad(p)
+    if g ~= nil then core.tensor.fill(g, 0) end
+  end
 end
 
--- recycle (ds.train's, on all but its last step): a gradient nobody can hold is set to
--- zero in the update's own pass and dropped at once, kept as the leaf's zeroed spare,
--- so the next backward accumulates into it without a zeroing pass (on the paper MLP that
--- pass over 2.6 MB cost ~5% of a step). Its .grad is then nil, as after zero_grad. An
--- update(p, g, state, i, clear) that clears g returns true; any other keeps it.
-function Optimizer:step(recycle)
+-- One update of every parameter that has a gradient.
+function Optimizer:step()
   self.iterations = self.iterations + 1
   for i, p in ipairs(self.params) do
-    local g = A.grad_of(p)
+    local g = A.grad(p)
     if g ~= nil then
-      local contiguous = core.is_contiguous(g)
-      local clear = recycle == true and contiguous and A.recyclable_grad(p)
-      if not contiguous then g = core.clone(g) end
-      if self:update(p, g, self.state[i] or {}, i, clear) == true and clear then A.drop_grad(p, true) end
+      if not core.tensor.is_contiguous(g) then g = core.tensor.clone(g) end
+      self:update(p, g, self.state[i] or {}, i)
     end
   end
 end
@@ -80,7 +77,7 @@ function Optimizer:load_state_tensors(prefix, tensors, plain)
     for k, v in pairs((plain.params or {})[tostring(i)] or {}) do st[k] = math.tointeger(v) or v; any = true end
     for name, t in pairs(tensors) do
       local idx, k = name:match("^" .. prefix:gsub("%.", "%%.") .. "(%d+)%.(.+)$")
-      if idx and tonumber(idx) == i then st[k] = core.clone(t); any = true end
+      if idx and tonumber(idx) == i then st[k] = core.tensor.clone(t); any = true end
     end
     if any then self.state[i] = st end
   end
@@ -95,13 +92,12 @@ function O.SGD:__init(params, opts)
     error("optim.SGD: Nesterov momentum needs momentum > 0 and dampening 0", 2)
   end
 end
-function O.SGD:update(p, g, st, i, clear)
+function O.SGD:update(p, g, st, i)
   local first = false
   if self.momentum ~= 0 and not st.buf then
-    st.buf = core.zeros(core.size(p)); self.state[i] = st; first = true
+    st.buf = core.tensor.zeros(core.tensor.size(p)); self.state[i] = st; first = true
   end
-  core.sgd_step(p, g, st.buf, self.lr, self.momentum, self.dampening, self.nesterov, self.weight_decay, first, clear)
-  return clear
+  core.optim.sgd_step(p, g, st.buf, self.lr, self.momentum, self.dampening, self.nesterov, self.weight_decay, first)
 end
 
 -- Adam (L2 weight decay) and AdamW (decoupled), as PyTorch.
@@ -110,15 +106,14 @@ function O.Adam:__init(params, opts)
   Optimizer.__init(self, params, opts, {lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0,
     decoupled = false})
 end
-function O.Adam:update(p, g, st, i, clear)
+function O.Adam:update(p, g, st, i)
   if not st.m then
-    st.m, st.v, st.step = core.zeros(core.size(p)), core.zeros(core.size(p)), 0
+    st.m, st.v, st.step = core.tensor.zeros(core.tensor.size(p)), core.tensor.zeros(core.tensor.size(p)), 0
     self.state[i] = st
   end
   st.step = st.step + 1
-  core.adam_step(p, g, st.m, st.v, self.lr, self.betas[1], self.betas[2], self.eps, self.weight_decay,
-    self.decoupled, st.step, clear)
-  return clear
+  core.optim.adam_step(p, g, st.m, st.v, self.lr, self.betas[1], self.betas[2], self.eps, self.weight_decay,
+    self.decoupled, st.step)
 end
 function O.AdamW(params, opts)
   opts = opts or {}
@@ -135,11 +130,10 @@ O.RMSprop = class("optim.RMSprop", Optimizer)
 function O.RMSprop:__init(params, opts)
   Optimizer.__init(self, params, opts, {lr = 1e-3, rho = 0.9, eps = 1e-7, weight_decay = 0, decay = 0})
 end
-function O.RMSprop:update(p, g, st, i, clear)
-  if not st.sq then st.sq = core.zeros(core.size(p)); self.state[i] = st end
+function O.RMSprop:update(p, g, st, i)
+  if not st.sq then st.sq = core.tensor.zeros(core.tensor.size(p)); self.state[i] = st end
   local lr = self.lr / (1 + self.decay * (self.iterations - 1))
-  core.rmsprop_step(p, g, st.sq, lr, self.rho, self.eps, self.weight_decay, clear)
-  return clear
+  core.optim.rmsprop_step(p, g, st.sq, lr, self.rho, self.eps, self.weight_decay)
 end
 
 -- Schedules: call :step() once per epoch; they set optimizer.lr.

@@ -6,6 +6,7 @@
 -- successful attack when it removes the mark AND the accuracy drop is at most
 -- max_drop points (the literature's rule; both limits are parameters).
 local core = require "deepsigns.core"
+local evaluate = require("deepsigns.train").evaluate
 
 local RB = {}
 
@@ -52,12 +53,11 @@ function RB.check(model, cfg)
 end
 
 function RB.run_one(cfg, name, strength, seed)
-  local ds = require "deepsigns"
-  ds.manual_seed(seed)
-  local t0 = core.clock()
+  core.rng.seed(seed)
+  local t0 = core.sys.clock()
   local attacked = RB.attack(name, cfg.model, strength, cfg)
-  local secs = core.clock() - t0
-  local acc = ds.evaluate(attacked, cfg.test).accuracy
+  local secs = core.sys.clock() - t0
+  local acc = evaluate(attacked, cfg.test).accuracy
   local row = {attack = name, strength = strength, seed = seed, accuracy = acc,
     accuracy_drop = 100 * (cfg.base_accuracy - acc), attack_seconds = secs}
   for k, v in pairs(RB.check(attacked, cfg)) do row[k] = v end
@@ -72,8 +72,7 @@ function RB.run(cfg)
   if not (cfg.test and cfg.test.x) then error("robustness: option 'test' must be a data set", 2) end
   if not (cfg.wb_key or cfg.bb_key) then error("robustness: give wb_key and/or bb_key", 2) end
   if type(cfg.strengths) ~= "table" or #cfg.strengths == 0 then error("robustness: give a list of strengths", 2) end
-  local ds = require "deepsigns"
-  cfg.base_accuracy = cfg.base_accuracy or ds.evaluate(cfg.model, cfg.test).accuracy
+  cfg.base_accuracy = cfg.base_accuracy or evaluate(cfg.model, cfg.test).accuracy
   local rows = {}
   for _, seed in ipairs(cfg.seeds or {1}) do
     for _, s in ipairs(cfg.strengths) do

@@ -28,9 +28,9 @@ function S.encode(tensors, metadata)
   table.sort(names)
   local header, blobs, at = {}, {}, 0
   for i, k in ipairs(names) do
-    local bytes = core.to_bytes(tensors[k])
+    local bytes = core.tensor.to_bytes(tensors[k])
     blobs[i] = bytes
-    local shape = core.size(tensors[k])
+    local shape = core.tensor.size(tensors[k])
     header[k] = {dtype = "F32", shape = setmetatable(shape, cjson.array_mt), data_offsets = {at, at + #bytes}}
     at = at + #bytes
   end
@@ -100,14 +100,14 @@ function S.decode(s, path)
       spans[#spans + 1] = {b, e, name}
       local t
       if info.dtype == "F32" then
-        t = core.from_bytes(s, shape, base + b)
+        t = core.tensor.from_bytes(s, shape, base + b)
       else
         local vals, fmt = {}, UNPACK[info.dtype]
         local pos = base + b + 1
         for i = 1, n do vals[i], pos = string.unpack(fmt, s, pos) end
-        t = core.from_bytes(string.pack("<" .. string.rep("f", n), table.unpack(vals)), shape)
+        t = core.tensor.from_bytes(string.pack("<" .. string.rep("f", n), table.unpack(vals)), shape)
       end
-      if not core.all_finite(t) then fail(path, "tensor '%s' contains NaN or infinite values", name) end
+      if not core.ops.all_finite(t) then fail(path, "tensor '%s' contains NaN or infinite values", name) end
       tensors[name] = t
     end
   end
@@ -126,7 +126,7 @@ function S.write_atomic(path, bytes)
   local ok, werr = f:write(bytes)
   local flushed = ok and f:flush()
   f:close()
-  if not (ok and flushed and core.fsync(tmp)) then
+  if not (ok and flushed and core.sys.fsync(tmp)) then
     os.remove(tmp)
     error("save: writing " .. path .. " failed (" .. tostring(werr or "disk full?") .. "); nothing was changed", 0)
   end

@@ -101,16 +101,14 @@ local function load_setup(path)
     local fn = chunk()
     if type(fn) ~= "function" then error("sweep: " .. path .. " must return a setup function", 0) end
     local cfg = fn()
-    local ds = require "deepsigns"
-    cfg.base_accuracy = cfg.base_accuracy or ds.evaluate(cfg.model, cfg.test).accuracy
+    cfg.base_accuracy = cfg.base_accuracy or require("deepsigns.train").evaluate(cfg.model, cfg.test).accuracy
     setups[path] = cfg
   end
   return setups[path]
 end
 
 function SW.run_job(spec, job)
-  local ds = require "deepsigns"
-  ds.set_num_threads(spec.threads or 1)
+  require("deepsigns.core").sys.set_num_threads(spec.threads or 1)
   local base = load_setup(job.setup)
   local cfg = {}
   for k, v in pairs(base) do cfg[k] = v end

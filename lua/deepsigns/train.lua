@@ -1,20 +1,19 @@
 -- The training loop and evaluation.
 --   ds.train{model=, data=, epochs=, batch_size=, optimizer=, schedule=, regularizers={...},
 --            test=, progress=, on_epoch=function(epoch, stats) end} --> history
--- A regularizer is a function(batch, acts) or a table {name=, layers={...}, loss=function(batch, acts)}
--- returning a scalar loss tensor added to the cross-entropy; acts maps each listed
--- layer name to that layer's output for the batch (with its graph). A table may also
--- have prepare=function(batch, modules, direct), called before each forward pass with the
--- batch ({x=, y=, epoch=, index=}) and the listed layers' modules by name (the white-box
--- regularizer has its layer's ReLU make its loss on the way; see nn.Linear). direct (true
--- here): the loss may come back as a number whose gradients the regularizer has put in
--- place itself, since this loop runs one backward over the loss; then after_backward(),
--- if present, is called after that backward (to check that it reached them). prepare
--- returns true when its loss will not read the activations: if all say so, none are
--- captured.
+--
+-- A regularizer adds a term to the loss; the loop knows nothing else of it:
+--   {name = "reg", layers = {"fc2"}, loss = function(batch, acts) ... end, optimizer = opt}
+-- loss(batch, acts) gets the batch {x=, y=, logits=, epoch=, index=} and acts, the
+-- outputs of the named layers in this forward pass (with their graph), and returns a
+-- scalar tensor, or nil for no term this batch. optimizer (optional) trains the
+-- regularizer's own parameters: it is zeroed and stepped with the model's and saved in
+-- checkpoints. A plain function(batch, acts) is a regularizer without layers.
 local core = require "deepsigns.core"
 local A = require "deepsigns.autograd"
 local F = require "deepsigns.functional"
+local T = require "deepsigns.tensor"
+local U = require "deepsigns.util"
 
 local TR = {}
 
@@ -25,8 +24,8 @@ end
 
 -- Correct predictions of logits (B x C) against class ids y.
 local function correct(logits, y)
-  local _, idx = core.max(logits, 2) -- 0-based positions = class ids
-  return core.item(core.sum(core.binary("eq", idx, y)))
+  local _, idx = core.ops.max(logits, 2) -- 0-based positions = class ids
+  return core.tensor.item(core.ops.sum(core.ops.binary("eq", idx, y)))
 end
 TR.correct = correct
 
@@ -40,8 +39,8 @@ function TR.evaluate(model, data, opts)
     local n, right, loss_sum = 0, 0, 0
     for x, y in data:batches{size = opts.batch_size or 1000} do
       local logits = model(x)
-      local b = core.size(y, 1)
-      loss_sum = loss_sum + core.item((core.cross_entropy(logits, y))) * b
+      local b = core.tensor.size(y, 1)
+      loss_sum = loss_sum + core.tensor.item((core.nn.cross_entropy(logits, y))) * b
       right = right + correct(logits, y)
       n = n + b
     end
@@ -52,6 +51,8 @@ function TR.evaluate(model, data, opts)
   return res
 end
 
+local REGULARIZER_FIELDS = {"name", "layers", "loss", "optimizer"}
+
 local function normalise_regularizers(regs)
   local list, layers = {}, {}
   for i, r in ipairs(regs or {}) do
@@ -59,13 +60,14 @@ local function normalise_regularizers(regs)
     if type(r) ~= "table" or type(r.loss) ~= "function" then
       error("train: regularizer " .. i .. " must be a function or a table with a loss function", 3)
     end
-    for _, f in ipairs {"prepare", "after_backward"} do
-      if r[f] ~= nil and type(r[f]) ~= "function" then
-        error("train: regularizer " .. i .. ": " .. f .. " must be a function", 3)
-      end
+    U.check_options("train: regularizer " .. i, r, REGULARIZER_FIELDS, 4)
+    if r.layers ~= nil and type(r.layers) ~= "table" then
+      error("train: regularizer " .. i .. ": layers must be a list of layer names or indices", 3)
     end
-    r.name = r.name or ("reg" .. i)
-    list[#list + 1] = r
+    if r.optimizer ~= nil and (type(r.optimizer) ~= "table" or type(r.optimizer.step) ~= "function") then
+      error("train: regularizer " .. i .. ": optimizer must be an optimiser", 3)
+    end
+    list[#list + 1] = {name = r.name or ("reg" .. i), layers = r.layers or {}, loss = r.loss, optimizer = r.optimizer}
     for _, l in ipairs(r.layers or {}) do layers[#layers + 1] = l end
   end
   return list, layers
@@ -76,14 +78,14 @@ Progress.__index = Progress
 
 local function new_progress(opts, epochs, nb)
   local tty = opts.progress
-  if tty == nil then tty = core.isatty(1) end
+  if tty == nil then tty = core.sys.isatty(1) end
   return setmetatable({tty = tty, quiet = opts.progress == false and not opts.log, log = opts.log or print,
     epochs = epochs, nb = nb, last = 0}, Progress)
 end
 
 function Progress:batch(epoch, b, s, t0)
   if not self.tty then return end
-  local now = core.clock()
+  local now = core.sys.clock()
   if now - self.last < 0.1 and b < self.nb then return end
   self.last = now
   local el = now - t0
@@ -113,7 +115,7 @@ local function save_checkpoint(path, model, opt, regs, schedule, epoch, history)
   local cjson = require "cjson"
   local tensors = {}
   for k, v in pairs(model:state_dict()) do tensors["model." .. k] = v end
-  local md = {format = "deepsigns-checkpoint", epoch = tostring(epoch), rng = (core.rng_state():gsub(".", function(c)
+  local md = {format = "deepsigns-checkpoint", epoch = tostring(epoch), rng = (core.rng.state():gsub(".", function(c)
     return string.format("%02x", c:byte()) end))}
   md.optimizer = cjson.encode(opt:state_tensors("optim.", tensors))
   local reg_states = {}
@@ -146,7 +148,7 @@ local function load_checkpoint(path, model, opt, regs, schedule)
     if r.optimizer and rs[i] then
       for j, p in ipairs(r.optimizer.params) do
         local t = tensors["reg." .. i .. ".param." .. j]
-        if t then core.copy(p, t) end
+        if t then core.tensor.copy(p, t) end
       end
       r.optimizer:load_state_tensors("reg." .. i .. ".optim.", tensors, rs[i])
     end
@@ -156,7 +158,7 @@ local function load_checkpoint(path, model, opt, regs, schedule)
     if schedule.epoch > 0 then schedule.optimizer.lr = schedule.fn(schedule.base_lr, schedule.epoch, schedule.opts) end
   end
   local rng = md.rng:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
-  core.set_rng_state(rng)
+  core.rng.set_state(rng)
   local history = cjson.decode(md.history or "[]")
   return math.tointeger(tonumber(md.epoch)), history
 end
@@ -173,8 +175,13 @@ function TR.train(opts)
   local opt = opts.optimizer or optim.Adam(model:parameters(), {lr = opts.lr or 1e-3})
   if type(opt) ~= "table" or type(opt.step) ~= "function" then error("train: option 'optimizer' must be an optimiser", 2) end
   local regs, layer_names = normalise_regularizers(opts.regularizers)
-  local layers, modules = {}, {}
-  for i, name in ipairs(layer_names) do layers[i] = model:layer(name); modules[name] = layers[i] end
+  local layers, module_of = {}, {} -- each named layer once
+  for _, name in ipairs(layer_names) do
+    if module_of[name] == nil then
+      module_of[name] = model:layer(name)
+      layers[#layers + 1] = module_of[name]
+    end
+  end
   local loss_fn = opts.loss or function(logits, y) return F.cross_entropy(logits, y) end
   local on_nonfinite = opts.on_nonfinite or "error"
   local nb = data:num_batches(bs, opts.drop_last)
@@ -194,53 +201,32 @@ function TR.train(opts)
   for epoch = first, epochs do
     model:train()
     local s = {n = 0, right = 0, loss_sum = 0, reg = {}, skipped = 0}
-    local t0 = core.clock()
+    local t0 = core.sys.clock()
     for x, y, b in data:batches{size = bs, shuffle = opts.shuffle ~= false, drop_last = opts.drop_last, augment = opts.augment} do
       opt:zero_grad()
       for _, r in ipairs(regs) do if r.optimizer then r.optimizer:zero_grad() end end
-      local logits, acts
-      local batch = {x = x, y = y, epoch = epoch, index = b} -- logits added after the forward pass
+      local logits, acts = nil, {}
       if #layers > 0 then
-        -- direct: a regularizer may return its loss as a number, having put its gradients
-        -- in place itself (the white-box one: into its ReLU's node and its centres), since
-        -- this loop runs one backward over the loss; it checks in after_backward
-        -- (prepare returns true when its loss will not read the activations this step)
-        local capture = false
-        for _, r in ipairs(regs) do
-          if r.prepare then
-            if r.prepare(batch, modules, true) ~= true then capture = true end
-          elseif r.layers and #r.layers > 0 then
-            capture = true
-          end
-        end
-        local ok, cap
-        if capture then
-          ok, cap = pcall(model.with_capture, model, layers, function() logits = model(x) end)
-        else
-          ok, cap = pcall(model, x)
-          logits = cap
-        end
-        for _, l in ipairs(layers) do l._relu_with = nil end -- a request lasts one forward pass
-        if not ok then error(cap, 0) end
-        acts = {}
-        if capture then for i, name in ipairs(layer_names) do acts[name] = cap[layers[i]] end end
+        local cap = model:with_capture(layers, function() logits = model(x) end)
+        for name, l in pairs(module_of) do acts[name] = cap[l] end
       else
         logits = model(x)
       end
       local loss = loss_fn(logits, y, x)
-      batch.logits = logits
-      local reg_vals = {}
-      -- one backward pass over the loss and the regularizers, without their sum as a node
-      local terms, lv = {loss}, core.item(loss)
+      local batch = {x = x, y = y, logits = logits, epoch = epoch, index = b}
+      local total, reg_vals = loss, {}
       for _, r in ipairs(regs) do
-        local rl = r.loss(batch, acts or {})
+        local rl = r.loss(batch, acts)
         if rl ~= nil then
-          local v = type(rl) == "number" and rl or core.item(rl)
-          if type(rl) ~= "number" then terms[#terms + 1] = rl end
-          reg_vals[r.name] = v
-          lv = lv + v
+          if not (T.is_tensor(rl) and core.tensor.numel(rl) == 1) then
+            error("train: regularizer '" .. r.name .. "' must return a scalar tensor or nil, got "
+              .. (T.is_tensor(rl) and "a tensor of shape " .. U.shape_str(rl) or type(rl)), 2)
+          end
+          reg_vals[r.name] = core.tensor.item(rl)
+          total = total + rl
         end
       end
+      local lv = core.tensor.item(total)
       if lv ~= lv or lv == math.huge or lv == -math.huge then
         if on_nonfinite == "skip" then
           s.skipped = s.skipped + 1
@@ -249,32 +235,29 @@ function TR.train(opts)
         error(string.format("train: the loss is not finite (%s) at epoch %d, batch %d; lower the learning rate, "
           .. "or pass on_nonfinite=\"skip\" to skip such batches", lv ~= lv and "nan" or tostring(lv), epoch, b), 2)
       end
-      if #terms == 1 then loss:backward() else A.backward_sum(terms) end
-      for _, r in ipairs(regs) do if r.after_backward then r.after_backward() end end
+      total:backward()
       if on_nonfinite ~= "ignore" then
         for _, p in ipairs(opt.params) do
-          local g = A.grad_of(p)
-          if g and not core.all_finite(g) then
+          local g = A.grad(p)
+          if g and not core.ops.all_finite(g) then
             if on_nonfinite == "skip" then s.skipped = s.skipped + 1; goto continue end
             error(string.format("train: a gradient is not finite at epoch %d, batch %d", epoch, b), 2)
           end
         end
       end
-      -- recycled gradients are cleared on the way (Optimizer:step); the last step's stay
-      -- readable through p.grad after training
-      opt:step(not (epoch == epochs and b == nb))
+      opt:step()
       for _, r in ipairs(regs) do if r.optimizer then r.optimizer:step() end end
       do
-        local n = core.size(y, 1)
+        local n = core.tensor.size(y, 1)
         s.n = s.n + n
-        s.loss_sum = s.loss_sum + core.item(loss) * n
+        s.loss_sum = s.loss_sum + core.tensor.item(loss) * n
         s.right = s.right + correct(logits, y)
         for k, v in pairs(reg_vals) do s.reg[k] = (s.reg[k] or 0) + v * n end
       end
       progress:batch(epoch, b, s, t0)
       ::continue::
     end
-    local secs = core.clock() - t0
+    local secs = core.sys.clock() - t0
     if opts.schedule then opts.schedule:step() end
     local stats = {epoch = epoch, loss = s.loss_sum / math.max(s.n, 1), accuracy = s.right / math.max(s.n, 1),
       seconds = secs, samples_per_sec = s.n / math.max(secs, 1e-9), lr = opt.lr, regularizers = {},

@@ -1,6 +1,7 @@
 -- Containers: Sequential (errors name the failing child) and Residual.
 local class = require "deepsigns.class"
 local Module = require "deepsigns.nn.module"
+local U = require "deepsigns.util"
 
 local C = {}
 
@@ -24,7 +25,7 @@ function C.Sequential:forward(x)
     if not ok then
       local label = c.module.__name .. (c.module.name and (" '" .. c.module.name .. "'") or "")
       -- the child's "file:line:" prefix points inside the library: drop it
-      local msg = tostring(out):gsub("^[^:\n]+%.lua:%d+: ", "")
+      local msg = U.strip_location(out)
       error(string.format("in module %d (%s) of nn.Sequential: %s", i, label, msg), 0)
     end
     x = out

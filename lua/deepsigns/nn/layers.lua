@@ -4,6 +4,7 @@ local F = require "deepsigns.functional"
 local T = require "deepsigns.tensor"
 local class = require "deepsigns.class"
 local Module = require "deepsigns.nn.module"
+local U = require "deepsigns.util"
 
 local L = {}
 
@@ -18,7 +19,7 @@ end
 -- and the same bound for the bias.
 local function init_uniform(shape, fan_in)
   local bound = fan_in > 0 and 1 / math.sqrt(fan_in) or 0
-  return core.rand(shape, -bound, bound)
+  return core.rng.rand(shape, -bound, bound)
 end
 
 L.Linear = class("nn.Linear", Module)
@@ -29,7 +30,7 @@ function L.Linear:__init(inp, out, opts)
   self:register_parameter("weight", init_uniform({out, inp}, inp))
   if not (opts and opts.bias == false) then self:register_parameter("bias", init_uniform({out}, inp)) end
   -- an activation applied to the output (as a Keras Dense layer), so that the
-  -- layer's output, the one a watermark reads, is post-activation
+  -- layer's output (what capture and model:activations read) is post-activation
   local act = opts and opts.activation
   if act ~= nil and act ~= "relu" and act ~= "sigmoid" and act ~= "tanh" then
     error("nn.Linear: activation must be \"relu\", \"sigmoid\" or \"tanh\", got " .. tostring(act), 3)
@@ -37,22 +38,13 @@ function L.Linear:__init(inp, out, opts)
   self.activation = act
 end
 function L.Linear:forward(x)
-  if core.dim(x) ~= 2 or core.size(x, 2) ~= self.in_features then
-    local s = core.size(x)
+  if core.tensor.dim(x) ~= 2 or core.tensor.size(x, 2) ~= self.in_features then
     error(string.format("nn.Linear(%d -> %d): input must be batch x %d, got %s", self.in_features,
-      self.out_features, self.in_features, #s == 0 and "scalar" or table.concat(s, "x")), 2)
+      self.out_features, self.in_features, U.shape_str(x)), 2)
   end
-  local y = F.linear(x, self.weight, self.bias)
   local act = self.activation
-  if act then
-    -- a white-box regularizer reading this layer may have asked for its ReLU's output
-    -- to be made by its own op, which computes its loss on the way (ds.train calls the
-    -- regularizer's prepare before the forward pass)
-    local make = self._relu_with
-    if make and act == "relu" then y = T.relu_made_by(y, make)
-    elseif act == "relu" then y = T.relu_over(y) -- y is this layer's own: no second buffer
-    else y = y[act](y) end
-  end
+  local y = F.linear(x, self.weight, self.bias, act == "relu") -- a ReLU runs in the same pass
+  if act and act ~= "relu" then y = y[act](y) end
   return y
 end
 function L.Linear:extra_repr()
@@ -71,8 +63,8 @@ function L.Conv2d:__init(cin, cout, k, opts)
   self.kernel_size = {kh, kw}
   self.stride = opts.stride or 1
   self.padding = opts.padding or 0
-  -- as for Linear: the layer's output, the one a watermark reads, is post-activation;
-  -- the ReLU runs fused in the convolution's own pass
+  -- as for Linear: the layer's output is post-activation; the ReLU runs fused in the
+  -- convolution's own pass
   if opts.activation ~= nil and opts.activation ~= "relu" then
     error("nn.Conv2d: activation must be \"relu\" or nil, got " .. tostring(opts.activation), 3)
   end
@@ -117,16 +109,15 @@ local function batchnorm_class(name, want_dim)
     opts = opts or {}
     self.num_features = int_arg(n, name, "number of features")
     self.eps, self.momentum = opts.eps or 1e-5, opts.momentum or 0.1
-    self:register_parameter("weight", core.full({n}, 1))
-    self:register_parameter("bias", core.zeros({n}))
-    self:register_buffer("running_mean", core.zeros({n}))
-    self:register_buffer("running_var", core.full({n}, 1))
+    self:register_parameter("weight", core.tensor.full({n}, 1))
+    self:register_parameter("bias", core.tensor.zeros({n}))
+    self:register_buffer("running_mean", core.tensor.zeros({n}))
+    self:register_buffer("running_var", core.tensor.full({n}, 1))
   end
   function B:forward(x)
-    if core.dim(x) ~= want_dim or core.size(x, 2) ~= self.num_features then
-      local s = core.size(x)
+    if core.tensor.dim(x) ~= want_dim or core.tensor.size(x, 2) ~= self.num_features then
       error(string.format("%s(%d): input must have %d dimensions with %d channels, got %s", name,
-        self.num_features, want_dim, self.num_features, table.concat(s, "x")), 2)
+        self.num_features, want_dim, self.num_features, U.shape_str(x)), 2)
     end
     return F.batch_norm(x, self.weight, self.bias, self, self.training)
   end

@@ -4,6 +4,7 @@ local core = require "deepsigns.core"
 local A = require "deepsigns.autograd"
 local T = require "deepsigns.tensor"
 local class = require "deepsigns.class"
+local U = require "deepsigns.util"
 
 local Module = class("nn.Module")
 
@@ -85,7 +86,7 @@ end
 
 function Module:num_parameters()
   local n = 0
-  for _, p in ipairs(self:parameters()) do n = n + core.numel(p) end
+  for _, p in ipairs(self:parameters()) do n = n + core.tensor.numel(p) end
   return n
 end
 
@@ -98,7 +99,7 @@ function Module:state_dict()
   return sd
 end
 
-local function shape_str(t) local s = core.size(t); return #s == 0 and "scalar" or table.concat(s, "x") end
+local shape_str = U.shape_str
 
 -- Copies values in place; every check happens before anything is written.
 -- opts.strict (default true): missing or unexpected keys are errors.
@@ -129,7 +130,7 @@ function Module:load_state_dict(sd, opts)
     error("load_state_dict: " .. table.concat(problems, "; "), 2)
   end
   for k, t in pairs(own) do
-    if sd[k] ~= nil then core.copy(t, sd[k]) end
+    if sd[k] ~= nil then core.tensor.copy(t, sd[k]) end
   end
   return self
 end
@@ -148,7 +149,7 @@ function Module:clone()
   local function copy(v)
     if type(v) == "userdata" and T.is_tensor(v) then
       if memo[v] then return memo[v] end
-      local c = core.clone(v)
+      local c = core.tensor.clone(v)
       if A.needs_grad(v) then A.set_requires_grad(c, true) end
       memo[v] = c
       return c
@@ -160,7 +161,7 @@ function Module:clone()
       local c = {}
       memo[v] = c
       for k, x in pairs(v) do
-        if k ~= "_hook" and k ~= "_relu_with" then c[copy(k)] = copy(x) end
+        if k ~= "_hook" then c[copy(k)] = copy(x) end
       end
       return setmetatable(c, mt)
     end
@@ -227,7 +228,7 @@ function Module:save(path, metadata)
   local md = {}
   for k, v in pairs(metadata or {}) do md[k] = v end
   md.format = md.format or "deepsigns-model"
-  md.deepsigns_version = require("deepsigns").version
+  md.deepsigns_version = U.VERSION
   md.architecture = md.architecture or tostring(self)
   if self.arch then md.arch = self.arch end
   require("deepsigns.safetensors").save(path, self:state_dict(), md)
@@ -241,7 +242,7 @@ function Module:load(path, opts)
   local tensors, md = require("deepsigns.safetensors").load(path)
   local ok, err = pcall(self.load_state_dict, self, tensors, opts)
   if not ok then
-    error(path .. " does not fit this model: " .. tostring(err):gsub("^[^:\n]+%.lua:%d+: ", ""), 2)
+    error(path .. " does not fit this model: " .. U.strip_location(err), 2)
   end
   return self, md
 end

@@ -7,6 +7,7 @@ local class = require "deepsigns.class"
 local cjson = require "cjson"
 local K = require "deepsigns.watermark.keyfile"
 local stats = require "deepsigns.stats"
+local U = require "deepsigns.util"
 
 local BB = {}
 BB.FORMAT = "deepsigns-bb-key"
@@ -19,7 +20,7 @@ function Key:__init(fields) for k, v in pairs(fields) do self[k] = v end end
 
 function Key:__tostring()
   return string.format("black-box key: %d inputs of %s, %d classes, p = %g", self.K,
-    table.concat(self.input_shape, "x"), self.classes, self.p)
+    U.shape_str(self.input_shape), self.classes, self.p)
 end
 
 -- theta: the smallest i in [0, K-1] with P(M <= i) > p, M ~ Binomial(K, 1 - 1/C) the
@@ -40,14 +41,14 @@ end
 
 -- Predicted class ids of a model (eval mode, batched) as a Lua list.
 local function predict(model, x)
-  local n, out = core.size(x, 1), {}
+  local n, out = core.tensor.size(x, 1), {}
   local was = model.training
   model:eval()
   local ok, err = pcall(A.no_grad, function()
     for s = 1, n, 1000 do
       local len = math.min(1000, n - s + 1)
-      local _, idx = core.max(model(core.narrow(x, 1, s, len)), 2)
-      for _, v in ipairs(core.flat(idx)) do out[#out + 1] = v end
+      local _, idx = core.ops.max(model(core.tensor.narrow(x, 1, s, len)), 2)
+      for _, v in ipairs(core.tensor.flat(idx)) do out[#out + 1] = v end
     end
   end)
   model:train(was)
@@ -60,7 +61,7 @@ BB.predict = predict
 local function query(suspect, x, k)
   if type(suspect) == "function" then
     local got = suspect(x)
-    local list = T.is_tensor(got) and core.flat(got) or got
+    local list = T.is_tensor(got) and core.tensor.flat(got) or got
     if type(list) ~= "table" then error("blackbox.detect: the suspect function must return labels (a tensor or a list)", 3) end
     if #list ~= k then
       error(string.format("blackbox.detect: the suspect function returned %d labels for %d key inputs", #list, k), 3)
@@ -75,16 +76,16 @@ local function check_model(key, model)
   local ok, out = pcall(A.no_grad, function()
     local was = model.training
     model:eval()
-    local o = model(core.narrow(key.inputs, 1, 1, 1))
+    local o = model(core.tensor.narrow(key.inputs, 1, 1, 1))
     model:train(was)
     return o
   end)
   if not ok then
-    error("blackbox: the key's inputs (" .. table.concat(key.input_shape, "x") .. ") do not fit the model: "
-      .. tostring(out):gsub("^[^:\n]+%.lua:%d+: ", ""), 0)
+    error("blackbox: the key's inputs (" .. U.shape_str(key.input_shape) .. ") do not fit the model: "
+      .. U.strip_location(out), 0)
   end
-  if core.size(out, 2) ~= key.classes then
-    error(string.format("blackbox: the key is for %d classes, the model has %d outputs", key.classes, core.size(out, 2)), 0)
+  if core.tensor.size(out, 2) ~= key.classes then
+    error(string.format("blackbox: the key is for %d classes, the model has %d outputs", key.classes, core.tensor.size(out, 2)), 0)
   end
 end
 
@@ -96,7 +97,7 @@ function BB.detect(suspect, key, opts)
   local theta = BB.threshold{K = key.K, classes = key.classes, p = p}
   if type(suspect) == "table" and suspect.forward then check_model(key, suspect) end
   local labels = query(suspect, key.inputs, key.K)
-  local want = core.flat(key.labels)
+  local want = core.tensor.flat(key.labels)
   local m = 0
   for i = 1, key.K do
     local got = labels[i]
@@ -116,13 +117,13 @@ local function candidates(source, n, data)
   local shape = {n, table.unpack(data:input_shape())}
   local x
   if source == "uniform" then
-    x = core.rand(shape, 0, 1)
+    x = core.rng.rand(shape, 0, 1)
   elseif source == "gaussian" then
-    x = core.randn(shape, 0.5, 0.25)
+    x = core.rng.randn(shape, 0.5, 0.25)
   elseif type(source) == "table" and source.x then
-    local idx = core.randperm(#source)
+    local idx = core.rng.randperm(#source)
     if #idx < n then error(string.format("blackbox.keygen: the candidate source has %d images, %d are needed", #idx, n), 0) end
-    return core.index_select(source.x, table.move(idx, 1, n, 1, {}))
+    return core.ops.index_select(source.x, table.move(idx, 1, n, 1, {}))
   else
     error("blackbox.keygen: source must be \"uniform\", \"gaussian\" or a data set", 0)
   end
@@ -130,8 +131,8 @@ local function candidates(source, n, data)
     local c = #data.mean
     local s = {1, c}
     for _ = 3, #shape do s[#s + 1] = 1 end
-    core.binary_("sub", x, x, core.reshape(core.from_table(data.mean), s))
-    core.binary_("div", x, x, core.reshape(core.from_table(data.std), s))
+    core.ops.binary_("sub", x, x, core.tensor.reshape(core.tensor.from_table(data.mean), s))
+    core.ops.binary_("div", x, x, core.tensor.reshape(core.tensor.from_table(data.std), s))
   end
   return x
 end
@@ -154,27 +155,27 @@ function BB.keygen(opts)
   local D = require "deepsigns.data"
   local train = require "deepsigns.train"
   local optim = require "deepsigns.optim"
-  local saved = core.rng_state()
-  core.seed(seed)
-  local t0 = core.clock()
+  local saved = core.rng.state()
+  core.rng.seed(seed)
+  local t0 = core.sys.clock()
   local ok, res = pcall(function()
     local keys_x, keys_y = {}, {}
     local found = 0
     for round = 1, rounds do
       local x = candidates(opts.source or "uniform", ncand, data)
       local y = {}
-      for i = 1, ncand do y[i] = core.randint(0, C - 1) end
+      for i = 1, ncand do y[i] = core.rng.randint(0, C - 1) end
       local before = predict(model, x)
       local keep = {}
       for i = 1, ncand do if before[i] ~= y[i] then keep[#keep + 1] = i end end
       if #keep > 0 then
-        local cx, cy = core.index_select(x, keep), {}
+        local cx, cy = core.ops.index_select(x, keep), {}
         for i, j in ipairs(keep) do cy[i] = y[j] end
-        local cand = D.Dataset{x = cx, y = core.from_table(cy), classes = C, name = "candidates"}
+        local cand = D.Dataset{x = cx, y = core.tensor.from_table(cy), classes = C, name = "candidates"}
         local parts = {data}
         for _ = 1, opts.repeat_candidates or 1 do parts[#parts + 1] = cand end
         if found > 0 then -- keep the keys found so far marked
-          parts[#parts + 1] = D.Dataset{x = T.cat(keys_x, 1), y = core.from_table(keys_y), classes = C, name = "keys"}
+          parts[#parts + 1] = D.Dataset{x = T.cat(keys_x, 1), y = core.tensor.from_table(keys_y), classes = C, name = "keys"}
         end
         local mix = D.concat(parts, "owner+candidates")
         train.train{model = model, data = mix, epochs = opts.epochs or 2, batch_size = opts.batch_size or 128,
@@ -189,7 +190,7 @@ function BB.keygen(opts)
             for k = 1, #null_models do if nulls[k][i] == cy[i] then fooled = true end end
             if not fooled then
               found = found + 1
-              keys_x[found] = core.narrow(cx, 1, i, 1)
+              keys_x[found] = core.tensor.narrow(cx, 1, i, 1)
               keys_y[found] = cy[i]
             end
           end
@@ -204,10 +205,10 @@ function BB.keygen(opts)
     end
     return {x = T.cat(keys_x, 1), y = keys_y}
   end)
-  core.set_rng_state(saved)
+  core.rng.set_state(saved)
   if not ok then error(res, 2) end
-  local key = Key{inputs = res.x, labels = core.from_table(res.y), K = nkeys, classes = C, p = opts.p or BB.DEFAULT_P,
-    seed = seed, input_shape = data:input_shape(), model_hash = K.model_hash(model), seconds = core.clock() - t0}
+  local key = Key{inputs = res.x, labels = core.tensor.from_table(res.y), K = nkeys, classes = C, p = opts.p or BB.DEFAULT_P,
+    seed = seed, input_shape = data:input_shape(), model_hash = K.model_hash(model), seconds = core.sys.clock() - t0}
   return key
 end
 
@@ -224,13 +225,13 @@ function BB.decode(bytes, path)
   local nkeys, classes = math.tointeger(tonumber(md.K)), math.tointeger(tonumber(md.classes))
   local function bad(msg) error(path .. ": inconsistent key: " .. msg, 0) end
   if not nkeys or not classes or classes < 2 then bad("K or classes is not a valid integer") end
-  if core.dim(t.labels) ~= 1 or core.size(t.labels, 1) ~= nkeys or core.size(t.inputs, 1) ~= nkeys then
-    bad("it holds " .. core.size(t.inputs, 1) .. " inputs and " .. core.numel(t.labels) .. " labels for K = " .. nkeys)
+  if core.tensor.dim(t.labels) ~= 1 or core.tensor.size(t.labels, 1) ~= nkeys or core.tensor.size(t.inputs, 1) ~= nkeys then
+    bad("it holds " .. core.tensor.size(t.inputs, 1) .. " inputs and " .. core.tensor.numel(t.labels) .. " labels for K = " .. nkeys)
   end
-  for _, v in ipairs(core.flat(t.labels)) do
+  for _, v in ipairs(core.tensor.flat(t.labels)) do
     if v ~= math.floor(v) or v < 0 or v >= classes then bad("label " .. v .. " is not a class id in 0.." .. classes - 1) end
   end
-  local shape = core.size(t.inputs)
+  local shape = core.tensor.size(t.inputs)
   table.remove(shape, 1)
   return Key{inputs = t.inputs, labels = t.labels, K = nkeys, classes = classes, p = tonumber(md.p) or BB.DEFAULT_P,
     seed = math.tointeger(tonumber(md.seed)) or 0, input_shape = shape,

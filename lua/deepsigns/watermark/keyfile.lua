@@ -18,12 +18,12 @@ end
 function K.digest(tensors, metadata)
   local parts = {}
   for _, k in ipairs(sorted_keys(tensors)) do
-    parts[#parts + 1] = k .. "\0" .. table.concat(core.size(tensors[k]), "x") .. "\0" .. core.to_bytes(tensors[k])
+    parts[#parts + 1] = k .. "\0" .. table.concat(core.tensor.size(tensors[k]), "x") .. "\0" .. core.tensor.to_bytes(tensors[k])
   end
   for _, k in ipairs(sorted_keys(metadata)) do
     if k ~= "key_sha256" then parts[#parts + 1] = k .. "=" .. tostring(metadata[k]) .. "\0" end
   end
-  return core.sha256(table.concat(parts, "\0"))
+  return core.sys.sha256(table.concat(parts, "\0"))
 end
 
 -- SHA-256 of a model's weights (state_dict names, shapes and bytes).

@@ -8,21 +8,21 @@ local R = {}
 
 -- columns standardised to zero mean and unit norm (dead units stay zero)
 local function standardise(h)
-  local n = core.size(h, 1)
-  local mean = core.binary("div", core.sum(h, 1, true), n)
-  local c = core.binary("sub", h, mean)
-  local norm = core.unary("sqrt", core.sum(core.binary("mul", c, c), 1, true))
-  core.binary_("maximum", norm, norm, 1e-12)
-  return core.binary("div", c, norm)
+  local n = core.tensor.size(h, 1)
+  local mean = core.ops.binary("div", core.ops.sum(h, 1, true), n)
+  local c = core.ops.binary("sub", h, mean)
+  local norm = core.ops.unary("sqrt", core.ops.sum(core.ops.binary("mul", c, c), 1, true))
+  core.ops.binary_("maximum", norm, norm, 1e-12)
+  return core.ops.binary("div", c, norm)
 end
 
 -- match[j] = suspect unit for reference unit j, scale[j] = suspect / reference
 function R.match(ref, sus)
-  local m = core.size(ref, 2)
-  if core.size(sus, 2) ~= m or core.size(sus, 1) ~= core.size(ref, 1) then
-    error(string.format("realign: the suspect layer has %d units for %d reference units", core.size(sus, 2), m), 3)
+  local m = core.tensor.size(ref, 2)
+  if core.tensor.size(sus, 2) ~= m or core.tensor.size(sus, 1) ~= core.tensor.size(ref, 1) then
+    error(string.format("realign: the suspect layer has %d units for %d reference units", core.tensor.size(sus, 2), m), 3)
   end
-  local corr = core.flat(core.matmul(core.transpose(standardise(ref), 1, 2), standardise(sus))) -- m x m
+  local corr = core.tensor.flat(core.ops.matmul(core.tensor.transpose(standardise(ref), 1, 2), standardise(sus))) -- m x m
   local best, order = {}, {}
   for j = 1, m do
     local b = -math.huge
@@ -40,7 +40,7 @@ function R.match(ref, sus)
     match[j], used[bk] = bk, true
   end
   -- least-squares positive scale per matched pair: sus ~ s * ref
-  local rt, st = core.totable(core.transpose(ref, 1, 2)), core.totable(core.transpose(sus, 1, 2))
+  local rt, st = core.tensor.totable(core.tensor.transpose(ref, 1, 2)), core.tensor.totable(core.tensor.transpose(sus, 1, 2))
   local scale = {}
   for j = 1, m do
     local r, s = rt[j], st[match[j]]
@@ -58,17 +58,17 @@ function R.target_means(model, key)
     error("whitebox.extract: realign needs reference activations in the key (keys made by whitebox.embed have them)", 3)
   end
   local h = key:activations(model, key.trigger_x)
-  local nref = core.size(key.reference_acts, 1)
-  local match, scale = R.match(key.reference_acts, core.narrow(h, 1, 1, nref))
-  local aligned = core.transpose(core.index_select(core.contiguous(core.transpose(h, 1, 2)), match), 1, 2)
-  aligned = core.binary("div", aligned, core.reshape(core.from_table(scale), {1, #scale}))
+  local nref = core.tensor.size(key.reference_acts, 1)
+  local match, scale = R.match(key.reference_acts, core.tensor.narrow(h, 1, 1, nref))
+  local aligned = core.tensor.transpose(core.ops.index_select(core.tensor.contiguous(core.tensor.transpose(h, 1, 2)), match), 1, 2)
+  aligned = core.ops.binary("div", aligned, core.tensor.reshape(core.tensor.from_table(scale), {1, #scale}))
   local rows = {}
-  local ys = core.flat(key.trigger_y)
+  local ys = core.tensor.flat(key.trigger_y)
   local T = require "deepsigns.tensor"
   for k, t in ipairs(key.targets) do
     local idx = {}
     for i, v in ipairs(ys) do if v == t then idx[#idx + 1] = i end end
-    rows[k] = core.binary("div", core.sum(core.index_select(aligned, idx), 1, true), #idx)
+    rows[k] = core.ops.binary("div", core.ops.sum(core.ops.index_select(aligned, idx), 1, true), #idx)
   end
   return T.cat(rows, 1)
 end

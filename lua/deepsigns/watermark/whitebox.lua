@@ -12,6 +12,7 @@ local cjson = require "cjson"
 local L = require "deepsigns.watermark.losses"
 local K = require "deepsigns.watermark.keyfile"
 local stats = require "deepsigns.stats"
+local U = require "deepsigns.util"
 
 local WB = {}
 WB.FORMAT = "deepsigns-wb-key"
@@ -20,12 +21,12 @@ WB.DEFAULT_ALPHA = 1e-3 -- detected when P(this many matching bits | unmarked) <
 local Key = class("watermark.WhiteboxKey")
 WB.Key = Key
 
-local function shape_str(t) return table.concat(core.size(t), "x") end
+local shape_str = U.shape_str
 
 -- Layer output -> B x M features: flattened, or averaged per channel ("channel_mean").
 local function features(acts, pool)
   local F = require "deepsigns.functional"
-  local d = core.dim(acts)
+  local d = core.tensor.dim(acts)
   if pool == "channel_mean" and d == 4 then return F.global_avg_pool(acts) end
   if d == 2 then return acts end
   return T.methods.flatten(acts, 2)
@@ -39,13 +40,13 @@ end
 function Key:__tostring()
   return string.format("white-box key: %d bits in class%s %s, layer %s (width %d), %s variant, %d trigger inputs",
     self.bits, #self.targets > 1 and "es" or "", table.concat(self.targets, ","), tostring(self.layer), self.width,
-    self.variant, core.size(self.trigger_y, 1))
+    self.variant, core.tensor.size(self.trigger_y, 1))
 end
 
 function Key:layer_of(model)
   local ok, l = pcall(model.layer, model, self.layer)
   if not ok then error("whitebox: the key's layer " .. tostring(self.layer) .. " is not in the model: "
-    .. tostring(l):gsub("^[^:\n]+%.lua:%d+: ", ""), 3) end
+    .. U.strip_location(l), 3) end
   return l
 end
 
@@ -53,10 +54,10 @@ end
 -- computed in batches.
 function Key:activations(model, x)
   local layer = self:layer_of(model)
-  local n, out = core.size(x, 1), {}
+  local n, out = core.tensor.size(x, 1), {}
   for s = 1, n, 500 do
     local len = math.min(500, n - s + 1)
-    out[#out + 1] = features(model:activations(core.narrow(x, 1, s, len), layer), self.pool)
+    out[#out + 1] = features(model:activations(core.tensor.narrow(x, 1, s, len), layer), self.pool)
   end
   return #out == 1 and out[1] or T.cat(out, 1)
 end
@@ -64,111 +65,45 @@ end
 -- Per-target mean activations of the trigger inputs: s x M
 function Key:target_means(model)
   local h = self:activations(model, self.trigger_x)
-  local m = core.size(h, 2)
+  local m = core.tensor.size(h, 2)
   if m ~= self.width then
     error(string.format("whitebox: the key expects layer %s of width %d, the model's layer has width %d",
       tostring(self.layer), self.width, m), 3)
   end
   local rows = {}
-  local ys = core.flat(self.trigger_y)
+  local ys = core.tensor.flat(self.trigger_y)
   for k, t in ipairs(self.targets) do
     local idx = {}
     for i, v in ipairs(ys) do if v == t then idx[#idx + 1] = i end end
-    rows[k] = core.sum(core.index_select(h, idx), 1, true)
-    core.binary_("div", rows[k], rows[k], #idx)
+    rows[k] = core.ops.sum(core.ops.index_select(h, idx), 1, true)
+    core.ops.binary_("div", rows[k], rows[k], #idx)
   end
   return T.cat(rows, 1)
 end
 
--- The regularizer that embeds the key during training (see ds.train).
+-- The regularizer that embeds the key during training (see ds.train): its loss reads
+-- the key's layer, and its optimiser trains the centres (reference) or the target
+-- means (paper) beside the model.
 function Key:regularizer(opts)
   opts = opts or {}
   local l1, l2 = opts.lambda1 or self.lambda1 or 0.01, opts.lambda2 or self.lambda2 or 0.01
-  local classes, pool = self.classes, self.pool
-  local targets = self.targets
-  local a, b = self.A, self.b
-  local key = self
-  local function h_of(acts) return T.methods.contiguous(features(acts[key.layer], pool)) end
-  -- the trainable centres (reference) or target means (paper) get their own optimiser
+  local key, pool, targets, a, b = self, self.pool, self.targets, self.A, self.b
   local centres = self.variant == "reference" and self.centres or self.mu
   A.set_requires_grad(centres, true)
-  local reg = {name = "watermark", layers = {self.layer},
-    optimizer = require("deepsigns.optim").Adam({centres}, {lr = opts.centre_lr or 1e-3})}
-  -- each variant is one fused C op (losses.lua); the per-term ops stay for tests and scripts
+  local loss
   if self.variant == "reference" then
-    -- On a dense ReLU layer the whole loss is made by the ReLU itself while its output
-    -- is in cache: ds.train calls prepare before the forward pass, the layer's ReLU runs
-    -- core.wm_relu_reference, and the loss takes its results if they are this batch's
-    -- (anything else: the op runs on the layer's output as usual).
-    -- direct (ds.train's: it runs one backward over its loss, which reaches the layer):
-    -- the loss is then a number and the term is no node of the graph; the ReLU's node
-    -- carries the pull (tensor.relu_made_by), the centres get their gradient at once,
-    -- and after_backward checks that the backward did reach the ReLU. Same bits, less Lua
-    -- per step (no node, no second root of the backward).
-    local p, armed = {}, false -- one request for the whole training, refilled each step
-    -- a pull handed to a ReLU that turns out not to be the loss's is cancelled (autograd
-    -- skips it): only the layer's last output in a forward pass is the captured one
-    local function cancel_pull()
-      if p.pull then p.pull.cancel, p.pull = true, nil end
-    end
-    function p.make(x) -- x: the layer's own output before its ReLU, written over
-      p.h, p.value, p.gc = core.wm_relu_reference(x, p.y, p.c, a, b, targets, l1, l2, true)
-      if p.direct then
-        cancel_pull()
-        p.pull = {y = p.y, c = p.c, classes = core.size(p.c, 1), scale = l1}
-        return p.h, p.pull
-      end
-      return p.h
-    end
-    -- returns true when direct: the loss will not read the captured activations
-    function reg.prepare(batch, modules, direct)
-      local mod = modules[key.layer]
-      cancel_pull()
-      armed, p.h, p.value, p.gc = false, nil, nil, nil
-      if mod and mod.activation == "relu" then
-        p.y, p.c, p.direct = batch.y, key.centres, direct == true
-        armed, mod._relu_with = true, p.make
-        return p.direct
-      end
-      return false
-    end
-    function reg.loss(batch, acts)
-      local was = armed
-      armed = false
-      if was and p.direct then
-        -- the layer's ReLU made the loss (its last call in the forward pass holds the pull)
-        if not (p.pull and rawequal(p.y, batch.y) and rawequal(p.c, key.centres)) then
-          cancel_pull()
-          error("whitebox: layer " .. tostring(key.layer) .. " did not run in this forward pass", 0)
-        end
-        A.add_to_grad(key.centres, p.gc)
-        p.gc = nil
-        return core.item(p.value)
-      end
-      local h = h_of(acts)
-      local made = was and rawequal(p.h, h) and rawequal(p.y, batch.y) and rawequal(p.c, key.centres)
-      return L.reference(h, batch.y, key.centres, a, b, targets, l1, l2, made and p or nil)
-    end
-    function reg.after_backward()
-      local pull = p.pull
-      p.pull = nil
-      if pull and not pull.done then
-        error("whitebox: the backward pass did not reach layer " .. tostring(key.layer)
-          .. " (its output does not lead to the loss), so the watermark's gradient was lost", 0)
-      end
-    end
+    loss = function(h, y) return L.reference(h, y, centres, a, b, targets, l1, l2) end
   else
-    -- loss1 shapes the Gaussians around trainable target means mu (started at the
-    -- trigger means); loss2 writes the bits through the target means estimated on
-    -- each batch, i.e. exactly the quantity extraction reads.
     local map = {}
-    for k = 1, classes do map[k] = 0 end
+    for k = 1, self.classes do map[k] = 0 end
     for k, t in ipairs(targets) do map[t + 1] = k end
-    function reg.loss(batch, acts)
-      return L.paper(h_of(acts), batch.y, key.mu, a, b, map, l1, l2)
-    end
+    loss = function(h, y) return L.paper(h, y, centres, a, b, map, l1, l2) end
   end
-  return reg
+  return {name = "watermark", layers = {self.layer},
+    optimizer = require("deepsigns.optim").Adam({centres}, {lr = opts.centre_lr or 1e-3}),
+    loss = function(batch, acts)
+      return loss(T.methods.contiguous(features(acts[key.layer], pool)), batch.y)
+    end}
 end
 
 -- Bits as an s x N tensor from a table of 0/1, a "0101" string, or balanced random bits.
@@ -180,24 +115,24 @@ local function make_bits(given, s, n)
         if ch ~= "0" and ch ~= "1" then error("whitebox.keygen: bit string may only hold 0 and 1", 0) end
         flat[#flat + 1] = tonumber(ch)
       end
-    elseif T.is_tensor(given) then flat = core.flat(given)
+    elseif T.is_tensor(given) then flat = core.tensor.flat(given)
     elseif type(given) == "table" then flat = given
     else error("whitebox.keygen: b must be a bit string, a table or a tensor", 0) end
     if #flat ~= s * n then error(string.format("whitebox.keygen: %d bits given, expected %d", #flat, s * n), 0) end
     for i, v in ipairs(flat) do
       if v ~= 0 and v ~= 1 then error("whitebox.keygen: bit " .. i .. " is " .. tostring(v) .. ", not 0 or 1", 0) end
     end
-    return core.reshape(core.from_table(flat), {s, n})
+    return core.tensor.reshape(core.tensor.from_table(flat), {s, n})
   end
   local rows = {}
   for k = 1, s do -- balanced: half ones per target, in random places
-    local perm = core.randperm(n)
+    local perm = core.rng.randperm(n)
     local row = {}
     for i = 1, n do row[perm[i]] = i <= n // 2 and 1 or 0 end
-    if n % 2 == 1 then row[perm[n]] = core.randint(0, 1) end
+    if n % 2 == 1 then row[perm[n]] = core.rng.randint(0, 1) end
     rows[k] = row
   end
-  return core.from_table(rows)
+  return core.tensor.from_table(rows)
 end
 
 -- key = whitebox.keygen{model=, layer=, data=, bits=32, targets={0} | ntargets=1,
@@ -218,14 +153,14 @@ function WB.keygen(opts)
   local seed = opts.seed or 0
   if math.type(seed) ~= "integer" then error("whitebox.keygen: seed must be an integer", 2) end
   local ok, lay = pcall(model.layer, model, layer)
-  if not ok then error("whitebox.keygen: " .. tostring(lay):gsub("^[^:\n]+%.lua:%d+: ", ""), 2) end
-  local probe = features(model:activations(core.narrow(data.x, 1, 1, 1), lay), pool)
-  local width = core.size(probe, 2)
+  if not ok then error("whitebox.keygen: " .. U.strip_location(lay), 2) end
+  local probe = features(model:activations(core.tensor.narrow(data.x, 1, 1, 1), lay), pool)
+  local width = core.tensor.size(probe, 2)
   local classes = data.classes
   local counts = data:class_counts()
 
-  local saved = core.rng_state()
-  core.seed(seed)
+  local saved = core.rng.state()
+  core.rng.seed(seed)
   local ok2, key = pcall(function()
     local targets = {}
     if opts.targets then
@@ -247,7 +182,7 @@ function WB.keygen(opts)
       if math.type(nt) ~= "integer" or nt < 1 or nt > #avail then
         error(string.format("whitebox.keygen: ntargets must be in 1..%d", #avail), 0)
       end
-      local perm = core.randperm(#avail)
+      local perm = core.rng.randperm(#avail)
       for i = 1, nt do targets[i] = avail[perm[i]] end
       table.sort(targets)
     end
@@ -258,26 +193,26 @@ function WB.keygen(opts)
     end
     local n = total // s
     local b = make_bits(opts.b, s, n)
-    local a = core.randn({width, n}, 0, 1)
+    local a = core.rng.randn({width, n}, 0, 1)
     local per = opts.keys_per_class or 500
     local xs_idx, ys = {}, {}
     for _, t in ipairs(targets) do
       local idx = data:indices_of(t)
-      local perm = core.randperm(#idx)
+      local perm = core.rng.randperm(#idx)
       for i = 1, math.min(per, #idx) do xs_idx[#xs_idx + 1] = idx[perm[i]]; ys[#ys + 1] = t end
     end
     local key = Key{layer = layer, variant = variant, pool = pool, targets = targets, bits = total, n = n,
       width = width, classes = classes, seed = seed, A = a, b = b,
-      trigger_x = core.index_select(data.x, xs_idx), trigger_y = core.from_table(ys),
+      trigger_x = core.ops.index_select(data.x, xs_idx), trigger_y = core.tensor.from_table(ys),
       input_shape = data:input_shape(), lambda1 = opts.lambda1, lambda2 = opts.lambda2}
     if variant == "reference" then
-      key.centres = core.rand({classes, width}, 0, 1)
+      key.centres = core.rng.rand({classes, width}, 0, 1)
     else
       key.mu = key:target_means(model)
     end
     return key
   end)
-  core.set_rng_state(saved)
+  core.rng.set_state(saved)
   if not ok2 then error(key, 2) end
   return key
 end
@@ -297,10 +232,10 @@ function WB.embed(opts)
     batch_size = opts.batch_size or 128, optimizer = opts.optimizer, lr = opts.lr, schedule = opts.schedule,
     regularizers = regs, test = opts.test, progress = opts.progress, log = opts.log, on_epoch = opts.on_epoch,
     augment = opts.augment, checkpoint = opts.checkpoint, resume = opts.resume}
-  for _, p in ipairs(reg.optimizer.params) do A.set_requires_grad(p, false); p.grad = nil end
+  for _, p in ipairs(reg.optimizer.params) do A.set_requires_grad(p, false); A.set_grad(p, nil) end
   -- reference activations of some triggers, for realigning extraction (secret too)
-  local nref = math.min(core.size(key.trigger_x, 1), 256)
-  key.reference_acts = key:activations(model, core.narrow(key.trigger_x, 1, 1, nref))
+  local nref = math.min(core.tensor.size(key.trigger_x, 1), 256)
+  key.reference_acts = key:activations(model, core.tensor.narrow(key.trigger_x, 1, 1, nref))
   key.model_hash = K.model_hash(model)
   return history
 end
@@ -318,9 +253,9 @@ function WB.extract(model, key, opts)
   else
     mu = key:target_means(model)
   end
-  local z = core.matmul(mu, key.A)
-  local got = core.flat(core.binary("gt", z, 0))
-  local want = core.flat(key.b)
+  local z = core.ops.matmul(mu, key.A)
+  local got = core.tensor.flat(core.ops.binary("gt", z, 0))
+  local want = core.tensor.flat(key.b)
   local errors = 0
   for i = 1, #want do if got[i] ~= want[i] then errors = errors + 1 end end
   local n = #want
@@ -332,7 +267,7 @@ end
 -- Bits as a "0101" string.
 function WB.bitstring(bits)
   local t = {}
-  for i, v in ipairs(T.is_tensor(bits) and core.flat(bits) or bits) do t[i] = v == 1 and "1" or "0" end
+  for i, v in ipairs(T.is_tensor(bits) and core.tensor.flat(bits) or bits) do t[i] = v == 1 and "1" or "0" end
   return table.concat(t)
 end
 
@@ -371,8 +306,8 @@ function WB.decode(bytes, path)
   local n = bits // s
   if shape_str(t.A) ~= width .. "x" .. n then bad("A is " .. shape_str(t.A) .. ", expected " .. width .. "x" .. n) end
   if shape_str(t.b) ~= s .. "x" .. n then bad("b is " .. shape_str(t.b) .. ", expected " .. s .. "x" .. n) end
-  if core.dim(t.trigger_y) ~= 1 or core.size(t.trigger_x, 1) ~= core.size(t.trigger_y, 1) then bad("trigger inputs and labels differ in count") end
-  for _, v in ipairs(core.flat(t.b)) do if v ~= 0 and v ~= 1 then bad("b holds a value other than 0 and 1") end end
+  if core.tensor.dim(t.trigger_y) ~= 1 or core.tensor.size(t.trigger_x, 1) ~= core.tensor.size(t.trigger_y, 1) then bad("trigger inputs and labels differ in count") end
+  for _, v in ipairs(core.tensor.flat(t.b)) do if v ~= 0 and v ~= 1 then bad("b holds a value other than 0 and 1") end end
   local layer = md.layer_is_index == "1" and math.tointeger(tonumber(md.layer)) or md.layer
   return Key{layer = layer, variant = md.variant, pool = md.pool or "flatten", targets = targets, bits = bits, n = n,
     width = width, classes = classes, seed = num("seed"), A = t.A, b = t.b, trigger_x = t.trigger_x,
