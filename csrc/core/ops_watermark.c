@@ -59,14 +59,14 @@ static double dot(const float *a, const float *b, int64_t m) {
 }
 
 /* The pull of one row: returns ||hi - ci||^2, sets gi = g (hi - ci) and adds -g (hi - ci)
- * into gci. */
+ * into gci. A row's sum runs in float lanes (the callers sum the rows in double). */
 static double pull_row(const float *restrict hi, const float *restrict ci, int64_t m, float g, float *restrict gi,
                        float *restrict gci) {
-  double acc = 0;
+  float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
   for (int64_t k = 0; k < m; k++) {
     float e = hi[k] - ci[k];
-    acc += (double)e * e;
+    acc += e * e;
     gi[k] = g * e;
     gci[k] -= g * e;
   }
