@@ -24,8 +24,7 @@ describe("checkpoints", function()
     local m = ds.models.mlp{10, 32, 32, 3, dropout = 0.2}
     local opt = ds.optim.Adam(m:parameters(), {lr = 3e-3})
     local h = ds.train{model = m, data = data, epochs = 4, optimizer = opt, batch_size = 32, progress = false,
-      schedule = ds.optim.StepLR(opt, {step_size = 1, gamma = 0.7}), resume = dir .. "/ck.safetensors",
-      checkpoint = dir .. "/ck.safetensors"}
+      schedule = ds.optim.StepLR(opt, {step_size = 1, gamma = 0.7}), checkpoint = dir .. "/ck.safetensors"}
     assert.equal(4, #h)
     for name, p in full:named_parameters() do
       assert.equal(ds.core.tensor.to_bytes(p), ds.core.tensor.to_bytes(m:state_dict()[name]), name)
@@ -50,7 +49,7 @@ describe("checkpoints", function()
     local _, md = ds.load(dir .. "/c.safetensors")
     assert.equal("1", md.epoch)
     assert.are_not.equal(ds.core.tensor.to_bytes(full:layer("fc2").weight), ds.core.tensor.to_bytes(half:layer("fc2").weight))
-    local res, k2 = embed(3, {resume = dir .. "/c.safetensors"})
+    local res, k2 = embed(3, {checkpoint = dir .. "/c.safetensors"})
     assert.equal(ds.core.tensor.to_bytes(full:layer("fc2").weight), ds.core.tensor.to_bytes(res:layer("fc2").weight))
     assert.equal(ds.core.tensor.to_bytes(k1.centres), ds.core.tensor.to_bytes(k2.centres))
   end)
@@ -60,7 +59,7 @@ describe("checkpoints", function()
     run(1, {checkpoint = dir .. "/ck.safetensors"})
     local other = ds.models.mlp{10, 16, 3}
     assert.has_error(function()
-      ds.train{model = other, data = data, epochs = 2, progress = false, resume = dir .. "/ck.safetensors"}
+      ds.train{model = other, data = data, epochs = 2, progress = false, checkpoint = dir .. "/ck.safetensors"}
     end)
   end)
 end)

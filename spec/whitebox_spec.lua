@@ -47,12 +47,12 @@ describe("white-box watermark", function()
       H.gradcheck(function(h, c) return L.reference(h, y, c, a, b, targets, l1, l2) end, {ds.randn(7, 4) * 0.5, c5:narrow(1, 1, 4):clone()})
       -- a target absent from the batch (class 4 of 5) gets no projection term
       H.gradcheck(function(h, c) return L.reference(h, y, c, a, b, {2, 4}, l1, l2) end, {ds.randn(7, 4) * 0.5, c5:clone()})
-      local map = {2, 0, 1, 0} -- class 0 -> mean row 2, class 2 -> row 1
-      local mu = ds.tensor{{0, 0, 0, 0}, {2, 2, 2, 2}}
-      -- with respect to h (the means are held constant in the push term by design, so
-      -- theirs is checked against the composed terms below); rows between the means keep
-      -- every push below its cap, away from the cap's kink
-      H.gradcheck(function(h) return L.paper(h, y, mu, a, b, map, l1, l2) end, {ds.randn(7, 4) * 0.3 + 1})
+      -- the paper variant: one mean per class; with respect to h (the means are constants in
+      -- the push by design, so theirs is checked against the composed terms below). Means
+      -- far apart and rows near their own keep every push away from its cap's kink.
+      local mu = ds.tensor{{0, 0, 0, 0}, {3, 0, 0, 0}, {0, 3, 0, 0}, {0, 0, 3, 0}}
+      local near = mu:index_select({1, 3, 2, 3, 1, 4, 3}) + ds.randn(7, 4) * 0.3
+      H.gradcheck(function(h) return L.paper(h, y, mu, a, b, targets, l1, l2) end, {near})
 
       local function grads(f, h, c)
         h, c = h:clone():requires_grad(), c:clone():requires_grad()
@@ -70,18 +70,18 @@ describe("white-box watermark", function()
           return (W.pull(h, y, c, nil, 4) + W.separation(c, y) + W.unit_norm(c)) * l1
             + W.projection(c:index_select({3, 1}), a, b) * l2
         end, h0, c0)})
-      same({grads(function(h, m) return L.paper(h, y, m, a, b, map, l1, l2) end, h0, mu)},
+      same({grads(function(h, m) return L.paper(h, y, m, a, b, targets, l1, l2) end, h0, c0)},
         {grads(function(h, m)
-          local rows = {1, 2, 4, 5, 7} -- the target-class rows (classes 0 and 2), batch order
-          local ht, yt = h:index_select(rows), ds.tensor{0, 2, 2, 0, 2}
-          local loss = (W.pull(ht, yt, m, map, 4) * 2 - W.push(ht, yt, m, map, 4)) * (l1 / 7)
-          -- mean row k for the class mapped to row k: class 2 first, then class 0
-          local means = ds.cat({ht:index_select({2, 3, 5}):mean(1, true), ht:index_select({1, 4}):mean(1, true)}, 1)
+          local loss = (W.pull(h, y, m, nil, 4) * 2 - W.push(h, y, m, nil, 4)) * (l1 / 7)
+          -- the batch's mean of each target class: class 2 (rows 2, 4, 7) first, then class 0
+          local means = ds.cat({h:index_select({2, 4, 7}):mean(1, true), h:index_select({1, 5}):mean(1, true)}, 1)
           return loss + W.projection(means, a, b) * l2
-        end, h0, mu)})
-      -- no target-class row in the batch: zero loss and gradients
-      local none = L.paper(ds.randn(2, 4), ds.tensor{1, 3}, mu, a, b, map, l1, l2)
-      assert.equal(0, none:item())
+        end, h0, c0)})
+      -- no target-class row in the batch: no projection term, only loss1
+      local hn = ds.randn(2, 4)
+      local none = L.paper(hn, ds.tensor{1, 3}, mu, a, b, targets, l1, l2)
+      local want = (W.pull(hn, ds.tensor{1, 3}, mu, nil, 4) * 2 - W.push(hn, ds.tensor{1, 3}, mu, nil, 4)) * (l1 / 2)
+      assert.near(want:item(), none:item(), 1e-5)
     end)
 
     it("the fused reference loss equals its terms on wide layers (the vector loops and their tails)", function()
@@ -274,7 +274,7 @@ describe("white-box watermark", function()
       assert.has_error(function() wb.keygen{model = m, layer = "fc2", data = data, bits = 4, b = "01x1"} end,
         "whitebox.keygen: bit string may only hold 0 and 1")
       assert.has_error(function() wb.keygen{model = m, layer = "fc2", data = data, variant = "v3"} end,
-        'whitebox.keygen: variant must be "reference" or "paper", got v3')
+        'whitebox.keygen: variant must be "paper" or "reference", got v3')
     end)
 
     it("refuses a key whose layer width does not match the model", function()

@@ -73,27 +73,6 @@ static double pull_row(const float *restrict hi, const float *restrict ci, int64
   return acc;
 }
 
-/* The capped push of row hi from every row of c but its own: sum over r of
- * min(||hi - c_r||^2, caps[own * rows + r]); adds 2 g (hi - c_r) into gi for every r
- * still under its cap (a capped term has no gradient). */
-static double capped_push_row(const float *hi, const float *c, int64_t rows, int64_t own, int64_t m,
-                              const double *caps, float g, float *restrict gi) {
-  double acc = 0;
-  for (int64_t r = 0; r < rows; r++) {
-    if (r == own) continue;
-    const float *restrict cr = c + r * m;
-    double d = sqdist(hi, cr, m), cap = caps[own * rows + r];
-    if (d >= cap) {
-      acc += cap;
-      continue;
-    }
-    acc += d;
-#pragma omp simd
-    for (int64_t k = 0; k < m; k++) gi[k] += 2 * g * (hi[k] - cr[k]);
-  }
-  return acc;
-}
-
 /* k x k squared distances between the rows of c; NULL when out of memory */
 static double *row_dists(const float *c, int64_t k, int64_t m) {
   double *d = malloc(sizeof *d * (size_t)(k * k + 1));
@@ -241,79 +220,134 @@ int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a,
 
 /* ---- paper variant ---- */
 
-static int check_paper(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b, const int64_t *map,
-                       int64_t classes) {
-  const char *op = "wm_paper_loss";
-  if (check_inputs(op, h, y, a, b) || check_rows(op, "target means", mu, h, 1)) return DS_EFAIL;
-  if (b->shape[0] != mu->shape[0])
-    return ds_error("%s: %lld bit rows for %lld target means", op, (long long)b->shape[0], (long long)mu->shape[0]);
-  for (int64_t k = 0; k < classes; k++)
-    if (map[k] >= mu->shape[0]) return ds_error("%s: class %lld maps to a missing mean row", op, (long long)k);
-  return check_labels(op, y, classes);
+/* The push's distances of every row to every mean, d[i * C + r] = ||h_i - mu_r||^2, from
+ * one GEMM (||h||^2 + ||mu||^2 - 2 h . mu, clamped at 0); NULL when out of memory. */
+static double *row_mean_dists(ds_tensor *h, ds_tensor *mu) {
+  int64_t rows = h->shape[0], m = h->shape[1], k = mu->shape[0];
+  double *d = malloc(sizeof(double) * (size_t)(rows * k + k)), *mm = d ? d + rows * k : NULL;
+  float *g = malloc(sizeof(float) * (size_t)(rows * k + 1));
+  if (!d || !g) {
+    free(d), free(g);
+    return NULL;
+  }
+  ds_gemm(0, 1, rows, k, m, 1.0f, ds_data(h), m, ds_data(mu), m, 0.0f, g, k);
+  for (int64_t r = 0; r < k; r++) mm[r] = dot(ds_data(mu) + r * m, ds_data(mu) + r * m, m);
+  for (int64_t i = 0; i < rows; i++) {
+    double hh = dot(ds_data(h) + i * m, ds_data(h) + i * m, m);
+    for (int64_t r = 0; r < k; r++) {
+      double v = hh + mm[r] - 2.0 * g[i * k + r];
+      d[i * k + r] = v > 0 ? v : 0;
+    }
+  }
+  free(g);
+  return d;
 }
 
-/* The projection of each present target's batch mean; each mean spreads its gradient
- * evenly over its rows of gh. -1: out of memory. */
-static int paper_projection(ds_tensor *h, ds_tensor *y, const int64_t *map, ds_tensor *a, ds_tensor *b, float l2,
-                            int64_t s, float *gh, double *value) {
+/* The projection of each target class's mean over the batch's rows of it, m_k: the sum
+ * over the targets present and bits j of BCE(b_kj, sigmoid(m_k . A_:j)), whose gradient
+ * each mean spreads evenly over its rows of gh. -1: out of memory. */
+static int batch_mean_projection(ds_tensor *h, ds_tensor *y, ds_tensor *a, ds_tensor *b, const int64_t *targets,
+                                 int64_t s, float l2, float *gh, double *value) {
   int64_t rows = h->shape[0], m = h->shape[1], n = a->shape[1];
-  float *means = calloc((size_t)(2 * s * m), sizeof(float)), *gmeans = means ? means + s * m : NULL;
-  int64_t *counts = calloc((size_t)s, sizeof(int64_t));
-  int fail = !means || !counts;
+  float *mean = calloc((size_t)(2 * m), sizeof(float)), *gmean = mean ? mean + m : NULL;
+  if (!mean) return -1;
   double acc = 0;
-  for (int64_t i = 0; i < rows && !fail; i++) {
-    int64_t k = map[(int64_t)ds_data(y)[i]];
-    if (k < 0) continue;
-    counts[k]++;
-    for (int64_t j = 0; j < m; j++) means[k * m + j] += ds_data(h)[i * m + j];
-  }
-  for (int64_t k = 0; k < s && !fail; k++) {
-    if (!counts[k]) continue;
-    for (int64_t j = 0; j < m; j++) means[k * m + j] /= (float)counts[k];
-    double v;
-    fail = projection_row(means + k * m, ds_data(a), ds_data(b) + k * n, m, n, l2, gmeans + k * m, &v);
-    acc += v;
-  }
-  for (int64_t i = 0; i < rows && !fail; i++) {
-    int64_t k = map[(int64_t)ds_data(y)[i]];
-    if (k < 0) continue;
-    float inv = 1.0f / (float)counts[k];
+  int fail = 0;
+  for (int64_t t = 0; t < s && !fail; t++) {
+    int64_t count = 0;
+    memset(mean, 0, sizeof(float) * (size_t)(2 * m));
+    for (int64_t i = 0; i < rows; i++) {
+      if ((int64_t)ds_data(y)[i] != targets[t]) continue;
+      count++;
+      const float *restrict hi = ds_data(h) + i * m;
 #pragma omp simd
-    for (int64_t j = 0; j < m; j++) gh[i * m + j] += inv * gmeans[k * m + j];
+      for (int64_t j = 0; j < m; j++) mean[j] += hi[j];
+    }
+    if (!count) continue; /* no sample of it in this batch: no term */
+    for (int64_t j = 0; j < m; j++) mean[j] /= (float)count;
+    double v;
+    fail = projection_row(mean, ds_data(a), ds_data(b) + t * n, m, n, l2, gmean, &v);
+    acc += v;
+    float inv = 1.0f / (float)count;
+    for (int64_t i = 0; i < rows && !fail; i++) {
+      if ((int64_t)ds_data(y)[i] != targets[t]) continue;
+      float *restrict gi = gh + i * m;
+#pragma omp simd
+      for (int64_t j = 0; j < m; j++) gi[j] += inv * gmean[j];
+    }
   }
-  free(means);
-  free(counts);
+  free(mean);
   *value = acc;
   return fail ? -1 : 0;
 }
 
+static int check_paper(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b,
+                       const int64_t *targets, int64_t s) {
+  const char *op = "wm_paper_loss";
+  if (check_inputs(op, h, y, a, b) || check_rows(op, "class means", mu, h, 2)) return DS_EFAIL;
+  if (b->shape[0] != s) return ds_error("%s: %lld bit rows for %lld targets", op, (long long)b->shape[0], (long long)s);
+  for (int64_t k = 0; k < s; k++)
+    if (targets[k] < 0 || targets[k] >= mu->shape[0])
+      return ds_error("%s: target class %lld has no mean row (0..%lld)", op, (long long)targets[k],
+                      (long long)mu->shape[0] - 1);
+  return check_labels(op, y, mu->shape[0]);
+}
+
 int ds_wm_paper_loss(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b,
-                     const int64_t *map, int64_t classes, float l1, float l2, float *value, ds_tensor **gh,
+                     const int64_t *targets, int64_t s, float l1, float l2, float *value, ds_tensor **gh,
                      ds_tensor **gmu) {
-  if (check_paper(h, y, mu, a, b, map, classes)) return DS_EFAIL;
-  int64_t rows = h->shape[0], m = h->shape[1], s = mu->shape[0];
-  float k1 = l1 / (float)rows;
-  ds_tensor *rh = ds_tensor_new(2, h->shape), *rmu = ds_tensor_new(2, mu->shape);
-  double *caps = rh && rmu ? row_dists(ds_data(mu), s, m) : NULL;
-  if (!caps) {
-    ds_release(rh), ds_release(rmu);
+  if (check_paper(h, y, mu, a, b, targets, s)) return DS_EFAIL;
+  int64_t rows = h->shape[0], m = h->shape[1], k = mu->shape[0];
+  float alpha = 2 * l1 / (float)rows; /* d/dh of (l1 / B) ||h - mu||^2 is alpha (h - mu) */
+  ds_tensor *rh = ds_tensor_empty(2, h->shape), *rmu = ds_tensor_new(2, mu->shape);
+  double *dist = rh && rmu ? row_mean_dists(h, mu) : NULL, *caps = dist ? row_dists(ds_data(mu), k, m) : NULL;
+  float *coef = caps ? malloc(sizeof(float) * (size_t)(rows * k)) : NULL, *kept = coef ? malloc(sizeof(float) * (size_t)(rows + 1)) : NULL;
+  if (!kept) {
+    ds_release(rh), ds_release(rmu), free(dist), free(caps), free(coef);
     return ds_error("wm_paper_loss: out of memory");
   }
-  double pull = 0, push = 0, proj = 0;
+  /* per row: the pull, the capped push, and the coefficients of the means in d/dh:
+   * (h_i - mu_y) - sum over uncapped r of (h_i - mu_r) = kept_i h_i + sum_r coef_ir mu_r */
+  double pull = 0, push = 0;
   for (int64_t i = 0; i < rows; i++) {
-    int64_t own = map[(int64_t)ds_data(y)[i]];
-    if (own < 0) continue;
-    const float *hi = ds_data(h) + i * m;
-    float *gi = ds_data(rh) + i * m;
-    pull += pull_row(hi, ds_data(mu) + own * m, m, 2 * k1, gi, ds_data(rmu) + own * m);
-    push += capped_push_row(hi, ds_data(mu), s, own, m, caps, -k1, gi);
+    int64_t own = (int64_t)ds_data(y)[i];
+    float *ci = coef + i * k;
+    int64_t uncapped = 0;
+    for (int64_t r = 0; r < k; r++) {
+      ci[r] = 0.0f;
+      if (r == own) continue;
+      double d = dist[i * k + r], cap = caps[own * k + r];
+      push += d < cap ? d : cap;
+      if (d < cap) ci[r] = 1.0f, uncapped++;
+    }
+    ci[own] = -1.0f;
+    kept[i] = (float)(1 - uncapped);
   }
-  free(caps);
-  if (paper_projection(h, y, map, a, b, l2, s, ds_data(rh), &proj)) {
+  /* gh = alpha (kept_i h_i + coef mu); the pull's part of gmu: -alpha (h_i - mu_{y_i}) */
+  float *ph = ds_data(rh), *pg = ds_data(rmu);
+  ds_gemm(0, 0, rows, m, k, alpha, coef, k, ds_data(mu), m, 0.0f, ph, m);
+  for (int64_t i = 0; i < rows; i++) {
+    int64_t own = (int64_t)ds_data(y)[i];
+    const float *restrict hi = ds_data(h) + i * m, *restrict mo = ds_data(mu) + own * m;
+    float *restrict gi = ph + i * m, *restrict go = pg + own * m;
+    float f = alpha * kept[i], row = 0.0f;
+#pragma omp simd reduction(+ : row)
+    for (int64_t j = 0; j < m; j++) {
+      float e = hi[j] - mo[j];
+      row += e * e;
+      gi[j] += f * hi[j];
+      go[j] -= alpha * e;
+    }
+    pull += row;
+  }
+  double proj = 0;
+  int fail = batch_mean_projection(h, y, a, b, targets, s, l2, ph, &proj);
+  free(dist), free(caps), free(coef), free(kept);
+  if (fail) {
     ds_release(rh), ds_release(rmu);
     return ds_error("wm_paper_loss: out of memory");
   }
-  *value = (float)((pull - push) * k1 + l2 * proj);
+  *value = (float)(l1 * (pull - push) / (double)rows + l2 * proj);
   *gh = rh, *gmu = rmu;
   return DS_OK;
 }

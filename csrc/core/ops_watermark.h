@@ -31,17 +31,21 @@ int ds_wm_reference_loss(ds_tensor *h, ds_tensor *y, ds_tensor *c, ds_tensor *a,
                          const int64_t *targets, int64_t s, float l1, float l2, float *value, ds_tensor **gh,
                          ds_tensor **gc);
 
-/* "paper": mu holds one trainable mean per target class (s x M); row_of_class maps each
- * of the `classes` class ids to its row of mu, or -1. Over the batch rows whose class
- * has a mean (the target rows):
- *   value = (l1 / B) (sum_i ||h_i - mu_own||^2 - push_i) + l2 projection(batch means)
- *   push_i = sum over the other means r of min(||h_i - mu_r||^2, ||mu_own - mu_r||^2)
- *            (capped so that the loss is bounded below; the means are constants in it)
- *   projection = sum over the targets present, and bits j, of BCE(b_kj, sigmoid(m_k . A_:j)),
- *            m_k the mean of the batch's rows of target k
- * gh: B x M (zero on the other rows), gmu: s x M. */
+/* "paper", the paper's equations: mu holds one trainable mean per class (C x M) and
+ * targets the s target class ids (b's rows in order).
+ *   value = (l1 / B) sum_i [ ||h_i - mu_{y_i}||^2 - push_i ] + l2 projection
+ *   push_i = sum over the other classes r of min(||h_i - mu_r||^2, ||mu_{y_i} - mu_r||^2):
+ *            each activation is pushed from every other class's mean until it is at
+ *            least as far from it as its own mean is (capped, so the loss is bounded
+ *            below; the means are constants in it and learn from the pull alone, so each
+ *            tracks its class's mean activation)
+ *   projection = sum over the targets k present in y, and bits j, of
+ *            BCE(b_kj, sigmoid(m_k . A_:j)), m_k the mean of the batch's rows of class t_k:
+ *            the target means as the batch estimates them, the quantity extraction reads
+ *            over the trigger inputs
+ * gh: B x M, gmu: C x M. */
 int ds_wm_paper_loss(ds_tensor *h, ds_tensor *y, ds_tensor *mu, ds_tensor *a, ds_tensor *b,
-                     const int64_t *row_of_class, int64_t classes, float l1, float l2, float *value,
-                     ds_tensor **gh, ds_tensor **gmu);
+                     const int64_t *targets, int64_t s, float l1, float l2, float *value, ds_tensor **gh,
+                     ds_tensor **gmu);
 
 #endif

@@ -9,6 +9,7 @@
 #include "../core/blas.h"
 #include "../core/error.h"
 #include "../core/hash.h"
+#include "../core/interrupt.h"
 #include "binding.h"
 
 static int l_clock(lua_State *L) { /* monotonic seconds */
@@ -89,9 +90,29 @@ static int l_sha256(lua_State *L) { /* hex digest of a string */
   return 1;
 }
 
+/* defer_interrupts(on): a Ctrl-C in the deepsigns interpreter waits for take_interrupt */
+static int l_defer_interrupts(lua_State *L) {
+  ds_interrupt_defer(lua_toboolean(L, 1));
+  return 0;
+}
+
+static int l_take_interrupt(lua_State *L) {
+  lua_pushboolean(L, ds_interrupt_take());
+  return 1;
+}
+
+/* request_interrupt() -> whether it was deferred (as the interpreter's SIGINT handler
+ * asks; for the specs) */
+static int l_request_interrupt(lua_State *L) {
+  lua_pushboolean(L, ds_interrupt_request());
+  return 1;
+}
+
 static const luaL_Reg fns[] = {{"bench_raw_sgemm", l_bench_raw_sgemm}, {"clock", l_clock}, {"peak_rss", l_peak_rss},
                                {"rss", l_rss}, {"isatty", l_isatty}, {"memory", l_memory},
                                {"set_num_threads", l_set_num_threads}, {"get_num_threads", l_get_num_threads},
-                               {"fsync", l_fsync}, {"sha256", l_sha256}, {NULL, NULL}};
+                               {"fsync", l_fsync}, {"sha256", l_sha256}, {"defer_interrupts", l_defer_interrupts},
+                               {"take_interrupt", l_take_interrupt}, {"request_interrupt", l_request_interrupt},
+                               {NULL, NULL}};
 
 void lt_open_sys(lua_State *L) { lt_register(L, "sys", fns); }

@@ -34,13 +34,12 @@ static int l_reference_loss(lua_State *L) {
   return 3;
 }
 
-/* paper_loss(h, y, mu, A, b, map{[class id + 1] = mean row (1-based) or 0}, l1, l2)
- * -> loss, d/dh, d/dmu */
+/* paper_loss(h, y, mu, A, b, targets{class ids}, l1, l2) -> loss, d/dh, d/dmu */
 static int l_paper_loss(lua_State *L) {
-  int64_t classes, *map = int_list(L, 6, &classes, -1);
+  int64_t s, *targets = int_list(L, 6, &s, 0);
   ds_tensor *gh, *gmu;
   float v;
-  if (ds_wm_paper_loss(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5), map, classes,
+  if (ds_wm_paper_loss(lt_check(L, 1), lt_check(L, 2), lt_check(L, 3), lt_check(L, 4), lt_check(L, 5), targets, s,
                        (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8), &v, &gh, &gmu))
     return lt_raise(L);
   lt_push(L, ds_scalar_tensor(v));

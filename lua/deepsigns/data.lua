@@ -43,9 +43,29 @@ function Dataset:input_shape()
   return s
 end
 
--- Rows at 1-based indices (a table or tensor).
-function Dataset:subset(indices, name)
-  return Dataset{x = core.ops.index_select(self.x, indices), y = core.ops.index_select(self.y, indices),
+-- d:subset(indices) -- the rows at 1-based indices (a table or a 1-D tensor), in that order
+-- d:subset{n=, seed=0} -- a random sample of n rows without replacement, in data order
+-- (the sample comes from `seed` alone and leaves the global generator as it was)
+function Dataset:subset(which, name)
+  if type(which) == "table" and not T.is_tensor(which) and (which.n ~= nil or which.seed ~= nil) then
+    U.check_options("subset", which, {"n", "seed"})
+    local n = which.n
+    if math.type(n) ~= "integer" or n < 1 then error("subset: n must be a positive integer, got " .. tostring(n), 2) end
+    if n > #self then
+      error(string.format("subset: n = %d, but %s holds only %d samples", n, self.name, #self), 2)
+    end
+    local saved = core.rng.state()
+    core.rng.seed(which.seed or 0)
+    local perm = core.rng.randperm(#self)
+    core.rng.set_state(saved)
+    local idx = table.move(perm, 1, n, 1, {})
+    table.sort(idx)
+    which = idx
+  end
+  if type(which) ~= "table" and not T.is_tensor(which) then
+    error("subset: expects a list of indices or {n=, seed=}, got " .. type(which), 2)
+  end
+  return Dataset{x = core.ops.index_select(self.x, which), y = core.ops.index_select(self.y, which),
     classes = self.classes, name = name or self.name}
 end
 
@@ -74,12 +94,28 @@ function Dataset:where_class(...)
   return self:subset(idx)
 end
 
--- Counts per class (index c+1 for class c).
+-- Samples per class, keyed by class id: counts[c] for c = 0 .. classes - 1.
 function Dataset:class_counts()
   local counts = {}
-  for c = 1, self.classes do counts[c] = 0 end
-  for _, v in ipairs(core.tensor.flat(self.y)) do counts[v + 1] = counts[v + 1] + 1 end
+  for c = 0, self.classes - 1 do counts[c] = 0 end
+  for _, v in ipairs(core.tensor.flat(self.y)) do counts[v] = counts[v] + 1 end
   return counts
+end
+
+-- Raises "who: ... is empty" for a data set without samples, and names the first sample
+-- holding NaN or an infinite value.
+function Dataset:check_usable(who, level)
+  level = (level or 2) + 1
+  if #self == 0 then error(who .. ": the data set " .. tostring(self.name) .. " is empty", level) end
+  if not core.ops.all_finite(self.x) then
+    local n = #self
+    for i = 1, n do
+      if not core.ops.all_finite(core.tensor.select(self.x, 1, i)) then
+        error(string.format("%s: sample %d of %s holds NaN or an infinite value", who, i, tostring(self.name)), level)
+      end
+    end
+  end
+  return self
 end
 
 -- Random disjoint split: the first part holds `fraction` of the samples.

@@ -79,7 +79,7 @@ Progress.__index = Progress
 local function new_progress(opts, epochs, nb)
   local tty = opts.progress
   if tty == nil then tty = core.sys.isatty(1) end
-  return setmetatable({tty = tty, quiet = opts.progress == false and not opts.log, log = opts.log or print,
+  return setmetatable({tty = tty, log = type(opts.log) == "function" and opts.log or print,
     epochs = epochs, nb = nb, last = 0}, Progress)
 end
 
@@ -163,17 +163,59 @@ local function load_checkpoint(path, model, opt, regs, schedule)
   return math.tointeger(tonumber(md.epoch)), history
 end
 
+-- The epochs' statistics as CSV (log="train.csv"), rewritten atomically after each epoch.
+local function write_csv(path, history)
+  local regs, seen = {}, {}
+  for _, h in ipairs(history) do
+    for k in pairs(h.regularizers or {}) do if not seen[k] then seen[k] = true; regs[#regs + 1] = k end end
+  end
+  table.sort(regs)
+  local cols = {"epoch", "loss", "accuracy", "test_loss", "test_accuracy", "lr", "seconds", "samples_per_sec", "skipped"}
+  local lines = {table.concat(cols, ",") .. (#regs > 0 and "," .. table.concat(regs, ",") or "")}
+  for _, h in ipairs(history) do
+    local row = {}
+    for i, c in ipairs(cols) do row[i] = h[c] == nil and "" or string.format("%.10g", h[c]) end
+    for _, r in ipairs(regs) do row[#row + 1] = h.regularizers[r] and string.format("%.10g", h.regularizers[r]) or "" end
+    lines[#lines + 1] = table.concat(row, ",")
+  end
+  require("deepsigns.safetensors").write_atomic(path, table.concat(lines, "\n") .. "\n")
+end
+
+local TRAIN_OPTIONS = {"model", "data", "epochs", "batch_size", "optimizer", "lr", "schedule", "regularizers", "test",
+  "progress", "log", "on_epoch", "loss", "on_nonfinite", "shuffle", "drop_last", "augment", "checkpoint", "fresh"}
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- ds.train{...} (see the top of this file and ds.help(ds.train)).
 function TR.train(opts)
   if type(opts) ~= "table" then error("train: expects an option table {model=, data=, ...}", 2) end
+  U.check_options("train", opts, TRAIN_OPTIONS)
   local model, data = opts.model, opts.data
   if type(model) ~= "table" or type(model.forward) ~= "function" then error("train: option 'model' must be a model", 2) end
   if type(data) ~= "table" or not data.x or not data.batches then error("train: option 'data' must be a data set", 2) end
+  if #data == 0 then error("train: the data set " .. tostring(data.name) .. " is empty", 2) end
   local epochs = opts.epochs or 1
   if math.type(epochs) ~= "integer" or epochs < 0 then error("train: epochs must be an integer >= 0", 2) end
   local bs = opts.batch_size or 128
+  if math.type(bs) ~= "integer" or bs < 1 then error("train: batch_size must be a positive integer", 2) end
+  if opts.drop_last and #data < bs then
+    error(string.format("train: drop_last with batch_size %d leaves no batch of %s's %d samples", bs, data.name, #data), 2)
+  end
   local optim = require "deepsigns.optim"
   local opt = opts.optimizer or optim.Adam(model:parameters(), {lr = opts.lr or 1e-3})
   if type(opt) ~= "table" or type(opt.step) ~= "function" then error("train: option 'optimizer' must be an optimiser", 2) end
+  local on_nonfinite = opts.on_nonfinite or "error"
+  if on_nonfinite ~= "error" and on_nonfinite ~= "skip" and on_nonfinite ~= "ignore" then
+    error('train: on_nonfinite must be "error", "skip" or "ignore", got ' .. tostring(on_nonfinite), 2)
+  end
+  local log = opts.log
+  if log ~= nil and type(log) ~= "function" and type(log) ~= "string" then
+    error("train: log must be a CSV path or a function(line), got " .. type(log), 2)
+  end
   local regs, layer_names = normalise_regularizers(opts.regularizers)
   local layers, module_of = {}, {} -- each named layer once
   for _, name in ipairs(layer_names) do
@@ -183,95 +225,101 @@ function TR.train(opts)
     end
   end
   local loss_fn = opts.loss or function(logits, y) return F.cross_entropy(logits, y) end
-  local on_nonfinite = opts.on_nonfinite or "error"
   local nb = data:num_batches(bs, opts.drop_last)
   local progress = new_progress(opts, epochs, nb)
-  if opts.progress == false then progress.tty = false; progress.log = opts.log or function() end end
+  if opts.progress == false then progress.tty = false; progress.log = type(log) == "function" and log or function() end end
   local history, first = {}, 1
-  if opts.resume then
-    local f = io.open(opts.resume, "rb")
-    if f then -- no checkpoint yet: a fresh start
-      f:close()
-      local done
-      done, history = load_checkpoint(opts.resume, model, opt, regs, opts.schedule)
-      first = done + 1
-      progress.log(string.format("resumed from %s after epoch %d", opts.resume, done))
-    end
+  if opts.checkpoint and not opts.fresh and exists(opts.checkpoint) then
+    local done
+    done, history = load_checkpoint(opts.checkpoint, model, opt, regs, opts.schedule)
+    first = done + 1
+    progress.log(string.format("resuming from %s after epoch %d of %d (fresh=true starts over)", opts.checkpoint, done,
+      epochs))
   end
-  for epoch = first, epochs do
-    model:train()
-    local s = {n = 0, right = 0, loss_sum = 0, reg = {}, skipped = 0}
-    local t0 = core.sys.clock()
-    for x, y, b in data:batches{size = bs, shuffle = opts.shuffle ~= false, drop_last = opts.drop_last, augment = opts.augment} do
-      opt:zero_grad()
-      for _, r in ipairs(regs) do if r.optimizer then r.optimizer:zero_grad() end end
-      local logits, acts = nil, {}
-      if #layers > 0 then
-        local cap = model:with_capture(layers, function() logits = model(x) end)
-        for name, l in pairs(module_of) do acts[name] = cap[l] end
-      else
-        logits = model(x)
-      end
-      local loss = loss_fn(logits, y, x)
-      local batch = {x = x, y = y, logits = logits, epoch = epoch, index = b}
-      local total, reg_vals = loss, {}
-      for _, r in ipairs(regs) do
-        local rl = r.loss(batch, acts)
-        if rl ~= nil then
-          if not (T.is_tensor(rl) and core.tensor.numel(rl) == 1) then
-            error("train: regularizer '" .. r.name .. "' must return a scalar tensor or nil, got "
-              .. (T.is_tensor(rl) and "a tensor of shape " .. U.shape_str(rl) or type(rl)), 2)
-          end
-          reg_vals[r.name] = core.tensor.item(rl)
-          total = total + rl
+  core.sys.defer_interrupts(true) -- Ctrl-C stops the loop at a batch boundary, below
+  local ok, err = pcall(function()
+    for epoch = first, epochs do
+      model:train()
+      local s = {n = 0, right = 0, loss_sum = 0, reg = {}, skipped = 0}
+      local t0 = core.sys.clock()
+      for x, y, b in data:batches{size = bs, shuffle = opts.shuffle ~= false, drop_last = opts.drop_last, augment = opts.augment} do
+        if core.sys.take_interrupt() then
+          error(string.format("train: interrupted at epoch %d, batch %d%s", epoch, b, opts.checkpoint and
+            string.format("; %s holds epoch %d (run again to resume)", opts.checkpoint, epoch - 1) or ""), 0)
         end
-      end
-      local lv = core.tensor.item(total)
-      if lv ~= lv or lv == math.huge or lv == -math.huge then
-        if on_nonfinite == "skip" then
-          s.skipped = s.skipped + 1
-          goto continue
+        opt:zero_grad()
+        for _, r in ipairs(regs) do if r.optimizer then r.optimizer:zero_grad() end end
+        local logits, acts = nil, {}
+        if #layers > 0 then
+          local cap = model:with_capture(layers, function() logits = model(x) end)
+          for name, l in pairs(module_of) do acts[name] = cap[l] end
+        else
+          logits = model(x)
         end
-        error(string.format("train: the loss is not finite (%s) at epoch %d, batch %d; lower the learning rate, "
-          .. "or pass on_nonfinite=\"skip\" to skip such batches", lv ~= lv and "nan" or tostring(lv), epoch, b), 2)
-      end
-      total:backward()
-      if on_nonfinite ~= "ignore" then
-        for _, p in ipairs(opt.params) do
-          local g = A.grad(p)
-          if g and not core.ops.all_finite(g) then
-            if on_nonfinite == "skip" then s.skipped = s.skipped + 1; goto continue end
-            error(string.format("train: a gradient is not finite at epoch %d, batch %d", epoch, b), 2)
+        local loss = loss_fn(logits, y, x)
+        local batch = {x = x, y = y, logits = logits, epoch = epoch, index = b}
+        local total, reg_vals = loss, {}
+        for _, r in ipairs(regs) do
+          local rl = r.loss(batch, acts)
+          if rl ~= nil then
+            if not (T.is_tensor(rl) and core.tensor.numel(rl) == 1) then
+              error("train: regularizer '" .. r.name .. "' must return a scalar tensor or nil, got "
+                .. (T.is_tensor(rl) and "a tensor of shape " .. U.shape_str(rl) or type(rl)), 2)
+            end
+            reg_vals[r.name] = core.tensor.item(rl)
+            total = total + rl
           end
         end
+        local lv = core.tensor.item(total)
+        if lv ~= lv or lv == math.huge or lv == -math.huge then
+          if on_nonfinite == "skip" then
+            s.skipped = s.skipped + 1
+            goto continue
+          end
+          error(string.format("train: the loss is not finite (%s) at epoch %d, batch %d; lower the learning rate, "
+            .. "or pass on_nonfinite=\"skip\" to skip such batches", lv ~= lv and "nan" or tostring(lv), epoch, b), 2)
+        end
+        total:backward()
+        if on_nonfinite ~= "ignore" then
+          for _, p in ipairs(opt.params) do
+            local g = A.grad(p)
+            if g and not core.ops.all_finite(g) then
+              if on_nonfinite == "skip" then s.skipped = s.skipped + 1; goto continue end
+              error(string.format("train: a gradient is not finite at epoch %d, batch %d", epoch, b), 2)
+            end
+          end
+        end
+        opt:step()
+        for _, r in ipairs(regs) do if r.optimizer then r.optimizer:step() end end
+        do
+          local n = core.tensor.size(y, 1)
+          s.n = s.n + n
+          s.loss_sum = s.loss_sum + core.tensor.item(loss) * n
+          s.right = s.right + correct(logits, y)
+          for k, v in pairs(reg_vals) do s.reg[k] = (s.reg[k] or 0) + v * n end
+        end
+        progress:batch(epoch, b, s, t0)
+        ::continue::
       end
-      opt:step()
-      for _, r in ipairs(regs) do if r.optimizer then r.optimizer:step() end end
-      do
-        local n = core.tensor.size(y, 1)
-        s.n = s.n + n
-        s.loss_sum = s.loss_sum + core.tensor.item(loss) * n
-        s.right = s.right + correct(logits, y)
-        for k, v in pairs(reg_vals) do s.reg[k] = (s.reg[k] or 0) + v * n end
+      local secs = core.sys.clock() - t0
+      if opts.schedule then opts.schedule:step() end
+      local stats = {epoch = epoch, loss = s.loss_sum / math.max(s.n, 1), accuracy = s.right / math.max(s.n, 1),
+        seconds = secs, samples_per_sec = s.n / math.max(secs, 1e-9), lr = opt.lr, regularizers = {},
+        skipped = s.skipped}
+      for k, v in pairs(s.reg) do stats.regularizers[k] = v / math.max(s.n, 1) end
+      if opts.test then
+        local ev = TR.evaluate(model, opts.test)
+        stats.test_accuracy, stats.test_loss = ev.accuracy, ev.loss
       end
-      progress:batch(epoch, b, s, t0)
-      ::continue::
+      history[epoch] = stats
+      progress:epoch(stats)
+      if opts.checkpoint then save_checkpoint(opts.checkpoint, model, opt, regs, opts.schedule, epoch, history) end
+      if type(log) == "string" then write_csv(log, history) end
+      if opts.on_epoch and opts.on_epoch(epoch, stats) == false then break end
     end
-    local secs = core.sys.clock() - t0
-    if opts.schedule then opts.schedule:step() end
-    local stats = {epoch = epoch, loss = s.loss_sum / math.max(s.n, 1), accuracy = s.right / math.max(s.n, 1),
-      seconds = secs, samples_per_sec = s.n / math.max(secs, 1e-9), lr = opt.lr, regularizers = {},
-      skipped = s.skipped}
-    for k, v in pairs(s.reg) do stats.regularizers[k] = v / math.max(s.n, 1) end
-    if opts.test then
-      local ev = TR.evaluate(model, opts.test)
-      stats.test_accuracy, stats.test_loss = ev.accuracy, ev.loss
-    end
-    history[epoch] = stats
-    progress:epoch(stats)
-    if opts.checkpoint then save_checkpoint(opts.checkpoint, model, opt, regs, opts.schedule, epoch, history) end
-    if opts.on_epoch and opts.on_epoch(epoch, stats) == false then break end
-  end
+  end)
+  core.sys.defer_interrupts(false)
+  if not ok then error(err, 0) end
   return history
 end
 

@@ -28,10 +28,11 @@ function L.reference(h, y, c, a, b, targets, l1, l2)
   return record(v, {h, c}, {gh, gc})
 end
 
--- "paper": the pull and capped push of the target rows around the target means mu,
--- and l2 projection of the batch's target means. map[class id + 1] = mean row or 0.
-function L.paper(h, y, mu, a, b, map, l1, l2)
-  local v, gh, gmu = core.watermark.paper_loss(h, y, mu, a, b, map, l1, l2)
+-- "paper": l1 (the pull of each activation to its class mean and the capped push from
+-- the other classes' means, per sample) + l2 projection of the target classes' means
+-- (ops_watermark.h). mu: C x M means, one per class.
+function L.paper(h, y, mu, a, b, targets, l1, l2)
+  local v, gh, gmu = core.watermark.paper_loss(h, y, mu, a, b, targets, l1, l2)
   return record(v, {h, mu}, {gh, gmu})
 end
 

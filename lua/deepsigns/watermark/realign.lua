@@ -58,19 +58,14 @@ function R.target_means(model, key)
     error("whitebox.extract: realign needs reference activations in the key (keys made by whitebox.embed have them)", 3)
   end
   local h = key:activations(model, key.trigger_x)
-  local nref = core.tensor.size(key.reference_acts, 1)
-  local match, scale = R.match(key.reference_acts, core.tensor.narrow(h, 1, 1, nref))
+  -- the trigger rows the reference activations were taken from (keys of earlier
+  -- versions: the first ones)
+  local rows = key.reference_rows
+  local sus = rows and core.ops.index_select(h, rows) or core.tensor.narrow(h, 1, 1, core.tensor.size(key.reference_acts, 1))
+  local match, scale = R.match(key.reference_acts, sus)
   local aligned = core.tensor.transpose(core.ops.index_select(core.tensor.contiguous(core.tensor.transpose(h, 1, 2)), match), 1, 2)
   aligned = core.ops.binary("div", aligned, core.tensor.reshape(core.tensor.from_table(scale), {1, #scale}))
-  local rows = {}
-  local ys = core.tensor.flat(key.trigger_y)
-  local T = require "deepsigns.tensor"
-  for k, t in ipairs(key.targets) do
-    local idx = {}
-    for i, v in ipairs(ys) do if v == t then idx[#idx + 1] = i end end
-    rows[k] = core.ops.binary("div", core.ops.sum(core.ops.index_select(aligned, idx), 1, true), #idx)
-  end
-  return T.cat(rows, 1)
+  return key:target_means(model, aligned)
 end
 
 return R

@@ -1,12 +1,13 @@
 -- White-box DeepSigns: an N-bit signature hidden in the Gaussian-mixture density
 -- of one hidden layer's activations, read back with a secret projection matrix A
--- and secret trigger inputs. Two loss formulations (deepsigns.md §2):
---   "reference": the authors' demo (trainable centres c, L1..L4, gamma1 = gamma2 = 0.01);
---   "paper":     the v1 equations: loss1 around trainable target means mu_T (its separation
---                term capped so that it is bounded), loss2 through the target means.
+-- and secret trigger inputs (deepsigns.md §2; doc/method.md). Two formulations:
+--   "paper" (the default): the paper's loss1 over every class's learned mean (pull to the
+--     own mean, capped push from all others) and loss2 on the target classes' means;
+--   "reference": the authors' demo code (trainable centres, its four terms).
 local core = require "deepsigns.core"
 local A = require "deepsigns.autograd"
 local T = require "deepsigns.tensor"
+local F = require "deepsigns.functional"
 local class = require "deepsigns.class"
 local cjson = require "cjson"
 local L = require "deepsigns.watermark.losses"
@@ -17,6 +18,12 @@ local U = require "deepsigns.util"
 local WB = {}
 WB.FORMAT = "deepsigns-wb-key"
 WB.DEFAULT_ALPHA = 1e-3 -- detected when P(this many matching bits | unmarked) < alpha
+WB.VARIANTS = {"paper", "reference"}
+-- Each variant's loss weights when none are given: the paper variant's reach BER 0 with
+-- 32 and 64 bits in 10 epochs on 8,000-image subsets of unseen data (doc/method.md); the
+-- reference variant keeps the authors' gamma1 = gamma2 = 0.01.
+WB.DEFAULTS = {paper = {lambda1 = 0.01, lambda2 = 0.1}, reference = {lambda1 = 0.01, lambda2 = 0.01}}
+WB.CENTRE_LR = 1e-3
 
 local Key = class("watermark.WhiteboxKey")
 WB.Key = Key
@@ -25,7 +32,6 @@ local shape_str = U.shape_str
 
 -- Layer output -> B x M features: flattened, or averaged per channel ("channel_mean").
 local function features(acts, pool)
-  local F = require "deepsigns.functional"
   local d = core.tensor.dim(acts)
   if pool == "channel_mean" and d == 4 then return F.global_avg_pool(acts) end
   if d == 2 then return acts end
@@ -45,8 +51,9 @@ end
 
 function Key:layer_of(model)
   local ok, l = pcall(model.layer, model, self.layer)
-  if not ok then error("whitebox: the key's layer " .. tostring(self.layer) .. " is not in the model: "
-    .. U.strip_location(l), 3) end
+  if not ok then
+    error("whitebox: the key's layer " .. tostring(self.layer) .. " is not in the model: " .. U.strip_location(l), 3)
+  end
   return l
 end
 
@@ -59,50 +66,88 @@ function Key:activations(model, x)
     local len = math.min(500, n - s + 1)
     out[#out + 1] = features(model:activations(core.tensor.narrow(x, 1, s, len), layer), self.pool)
   end
-  return #out == 1 and out[1] or T.cat(out, 1)
-end
-
--- Per-target mean activations of the trigger inputs: s x M
-function Key:target_means(model)
-  local h = self:activations(model, self.trigger_x)
+  local h = #out == 1 and out[1] or T.cat(out, 1)
   local m = core.tensor.size(h, 2)
   if m ~= self.width then
     error(string.format("whitebox: the key expects layer %s of width %d, the model's layer has width %d",
       tostring(self.layer), self.width, m), 3)
   end
-  local rows = {}
-  local ys = core.tensor.flat(self.trigger_y)
-  for k, t in ipairs(self.targets) do
-    local idx = {}
-    for i, v in ipairs(ys) do if v == t then idx[#idx + 1] = i end end
-    rows[k] = core.ops.sum(core.ops.index_select(h, idx), 1, true)
-    core.ops.binary_("div", rows[k], rows[k], #idx)
+  return h
+end
+
+-- The rows of h whose label in ys (a list) is class t, averaged: 1 x M.
+local function mean_of(h, ys, t)
+  local idx = {}
+  for i, v in ipairs(ys) do if v == t then idx[#idx + 1] = i end end
+  return core.ops.binary("div", core.ops.sum(core.ops.index_select(h, idx), 1, true), #idx)
+end
+
+-- Per-target mean activations of the trigger inputs: s x M (h: their activations,
+-- computed when not given).
+function Key:target_means(model, h)
+  h = h or self:activations(model, self.trigger_x)
+  local ys, rows = core.tensor.flat(self.trigger_y), {}
+  for k, t in ipairs(self.targets) do rows[k] = mean_of(h, ys, t) end
+  return T.cat(rows, 1)
+end
+
+-- Every class's mean activation (C x M) from up to `per` samples of each class; a
+-- class without samples gets the mean of all.
+local function class_means(key, model, data, per)
+  local rows, missing = {}, {}
+  for c = 0, key.classes - 1 do
+    local idx = data:indices_of(c)
+    if #idx == 0 then
+      missing[#missing + 1] = c + 1
+    else
+      local perm, pick = core.rng.randperm(#idx), {}
+      for i = 1, math.min(per, #idx) do pick[i] = idx[perm[i]] end
+      local h = key:activations(model, core.ops.index_select(data.x, pick))
+      rows[c + 1] = core.ops.binary("div", core.ops.sum(h, 1, true), #pick)
+    end
+  end
+  if #missing > 0 then
+    local present = {}
+    for c = 1, key.classes do if rows[c] then present[#present + 1] = rows[c] end end
+    local all = core.ops.binary("div", core.ops.sum(T.cat(present, 1), 1, true), #present)
+    for _, c in ipairs(missing) do rows[c] = all end
   end
   return T.cat(rows, 1)
 end
 
+local REGULARIZER_OPTIONS = {"lambda1", "lambda2", "centre_lr"}
+
 -- The regularizer that embeds the key during training (see ds.train): its loss reads
--- the key's layer, and its optimiser trains the centres (reference) or the target
--- means (paper) beside the model.
+-- the key's layer, and its optimiser trains the centres (reference) or the class
+-- means (paper) beside the model. opts: lambda1, lambda2 (default: the key's, then
+-- WB.DEFAULTS), centre_lr (1e-3).
 function Key:regularizer(opts)
-  opts = opts or {}
-  local l1, l2 = opts.lambda1 or self.lambda1 or 0.01, opts.lambda2 or self.lambda2 or 0.01
-  local key, pool, targets, a, b = self, self.pool, self.targets, self.A, self.b
-  local centres = self.variant == "reference" and self.centres or self.mu
-  A.set_requires_grad(centres, true)
-  local loss
-  if self.variant == "reference" then
-    loss = function(h, y) return L.reference(h, y, centres, a, b, targets, l1, l2) end
-  else
-    local map = {}
-    for k = 1, self.classes do map[k] = 0 end
-    for k, t in ipairs(targets) do map[t + 1] = k end
-    loss = function(h, y) return L.paper(h, y, centres, a, b, map, l1, l2) end
+  opts = U.check_options("whitebox regularizer", opts, REGULARIZER_OPTIONS)
+  local defaults = WB.DEFAULTS[self.variant]
+  if not defaults then
+    error("whitebox: the key's variant '" .. tostring(self.variant) .. "' is not one this version knows ("
+      .. table.concat(WB.VARIANTS, ", ") .. ")", 2)
   end
+  local l1 = opts.lambda1 or self.lambda1 or defaults.lambda1
+  local l2 = opts.lambda2 or self.lambda2 or defaults.lambda2
+  for name, v in pairs {lambda1 = l1, lambda2 = l2, centre_lr = opts.centre_lr or WB.CENTRE_LR} do
+    if type(v) ~= "number" or v < 0 or v ~= v or v == math.huge then
+      error("whitebox: " .. name .. " must be a finite number >= 0, got " .. tostring(v), 2)
+    end
+  end
+  local key, pool, targets, a, b = self, self.pool, self.targets, self.A, self.b
+  local params = self.variant == "reference" and self.centres or self.mu
+  if params == nil or core.tensor.size(params, 1) ~= self.classes then
+    error("whitebox: the key holds no " .. (self.variant == "reference" and "centres" or "class means")
+      .. " for " .. self.classes .. " classes (a key of an earlier version can extract but not embed: make a new key)", 2)
+  end
+  A.set_requires_grad(params, true)
+  local loss = self.variant == "reference" and L.reference or L.paper
   return {name = "watermark", layers = {self.layer},
-    optimizer = require("deepsigns.optim").Adam({centres}, {lr = opts.centre_lr or 1e-3}),
+    optimizer = require("deepsigns.optim").Adam({params}, {lr = opts.centre_lr or WB.CENTRE_LR}),
     loss = function(batch, acts)
-      return loss(T.methods.contiguous(features(acts[key.layer], pool)), batch.y)
+      local h = T.methods.contiguous(features(acts[key.layer], pool))
+      return loss(h, batch.y, params, a, b, targets, l1, l2)
     end}
 end
 
@@ -135,80 +180,94 @@ local function make_bits(given, s, n)
   return core.tensor.from_table(rows)
 end
 
+-- The target classes: the given list, checked, or `nt` classes drawn among those with samples.
+local function choose_targets(opts, data, counts)
+  local classes, targets = data.classes, {}
+  if opts.targets then
+    if type(opts.targets) ~= "table" or #opts.targets == 0 then error("whitebox.keygen: targets must be a list of class ids", 0) end
+    local seen = {}
+    for _, t in ipairs(opts.targets) do
+      if math.type(t) ~= "integer" or t < 0 or t >= classes then
+        error(string.format("whitebox.keygen: target %s is not a class id in 0..%d", tostring(t), classes - 1), 0)
+      end
+      if (counts[t] or 0) == 0 then error(string.format("whitebox.keygen: target class %d has no samples in %s", t, data.name), 0) end
+      if seen[t] then error("whitebox.keygen: target class " .. t .. " is given twice", 0) end
+      seen[t] = true
+      targets[#targets + 1] = t
+    end
+    return targets
+  end
+  local nt = opts.ntargets or 1
+  local avail = {}
+  for c = 0, classes - 1 do if (counts[c] or 0) > 0 then avail[#avail + 1] = c end end
+  if math.type(nt) ~= "integer" or nt < 1 or nt > #avail then
+    error(string.format("whitebox.keygen: ntargets must be in 1..%d", #avail), 0)
+  end
+  local perm = core.rng.randperm(#avail)
+  for i = 1, nt do targets[i] = avail[perm[i]] end
+  table.sort(targets)
+  return targets
+end
+
+local KEYGEN_OPTIONS = {"model", "layer", "data", "bits", "targets", "ntargets", "keys_per_class", "variant", "pool",
+  "seed", "b", "lambda1", "lambda2"}
+
 -- key = whitebox.keygen{model=, layer=, data=, bits=32, targets={0} | ntargets=1,
---   keys_per_class=500, variant="reference"|"paper", pool="flatten"|"channel_mean", seed=, b=}
--- `bits` is the total signature length, split evenly over the targets.
+--   keys_per_class=500, variant="paper"|"reference", pool="flatten"|"channel_mean", seed=0,
+--   b=, lambda1=, lambda2=}
+-- `bits` is the total signature length, split evenly over the targets; lambda1 and
+-- lambda2 are stored in the key (default: WB.DEFAULTS of the variant).
 function WB.keygen(opts)
-  if type(opts) ~= "table" then error("whitebox.keygen: expects an option table", 2) end
+  opts = U.check_options("whitebox.keygen", opts, KEYGEN_OPTIONS)
   local model, data, layer = opts.model, opts.data, opts.layer
   if type(model) ~= "table" or not model.forward then error("whitebox.keygen: option 'model' must be a model", 2) end
   if type(data) ~= "table" or not data.x then error("whitebox.keygen: option 'data' must be a data set", 2) end
+  if #data == 0 then error("whitebox.keygen: the data set " .. tostring(data.name) .. " is empty", 2) end
   if layer == nil then error("whitebox.keygen: option 'layer' (a layer name or index) is required", 2) end
-  local variant = opts.variant or "reference"
-  if variant ~= "reference" and variant ~= "paper" then
-    error("whitebox.keygen: variant must be \"reference\" or \"paper\", got " .. tostring(variant), 2)
+  local variant = opts.variant or "paper"
+  if not WB.DEFAULTS[variant] then
+    error("whitebox.keygen: variant must be \"paper\" or \"reference\", got " .. tostring(variant), 2)
   end
   local pool = opts.pool or "flatten"
   if pool ~= "flatten" and pool ~= "channel_mean" then error("whitebox.keygen: pool must be \"flatten\" or \"channel_mean\"", 2) end
   local seed = opts.seed or 0
   if math.type(seed) ~= "integer" then error("whitebox.keygen: seed must be an integer", 2) end
+  local per = opts.keys_per_class or 500
+  if math.type(per) ~= "integer" or per < 1 then error("whitebox.keygen: keys_per_class must be a positive integer", 2) end
   local ok, lay = pcall(model.layer, model, layer)
   if not ok then error("whitebox.keygen: " .. U.strip_location(lay), 2) end
   local probe = features(model:activations(core.tensor.narrow(data.x, 1, 1, 1), lay), pool)
-  local width = core.tensor.size(probe, 2)
-  local classes = data.classes
-  local counts = data:class_counts()
+  local width, classes = core.tensor.size(probe, 2), data.classes
 
   local saved = core.rng.state()
   core.rng.seed(seed)
   local ok2, key = pcall(function()
-    local targets = {}
-    if opts.targets then
-      if type(opts.targets) ~= "table" or #opts.targets == 0 then error("whitebox.keygen: targets must be a list of class ids", 0) end
-      local seen = {}
-      for _, t in ipairs(opts.targets) do
-        if math.type(t) ~= "integer" or t < 0 or t >= classes then
-          error(string.format("whitebox.keygen: target %s is not a class id in 0..%d", tostring(t), classes - 1), 0)
-        end
-        if counts[t + 1] == 0 then error(string.format("whitebox.keygen: target class %d has no samples in %s", t, data.name), 0) end
-        if seen[t] then error("whitebox.keygen: target class " .. t .. " is given twice", 0) end
-        seen[t] = true
-        targets[#targets + 1] = t
-      end
-    else
-      local nt = opts.ntargets or 1
-      local avail = {}
-      for c = 0, classes - 1 do if counts[c + 1] > 0 then avail[#avail + 1] = c end end
-      if math.type(nt) ~= "integer" or nt < 1 or nt > #avail then
-        error(string.format("whitebox.keygen: ntargets must be in 1..%d", #avail), 0)
-      end
-      local perm = core.rng.randperm(#avail)
-      for i = 1, nt do targets[i] = avail[perm[i]] end
-      table.sort(targets)
-    end
-    local s = #targets
-    local total = opts.bits or 32
+    local targets = choose_targets(opts, data, data:class_counts())
+    local s, total = #targets, opts.bits or 32
     if math.type(total) ~= "integer" or total < 1 or total % s ~= 0 then
       error(string.format("whitebox.keygen: bits (%s) must be a positive multiple of the number of targets (%d)", tostring(total), s), 0)
     end
     local n = total // s
     local b = make_bits(opts.b, s, n)
     local a = core.rng.randn({width, n}, 0, 1)
-    local per = opts.keys_per_class or 500
     local xs_idx, ys = {}, {}
     for _, t in ipairs(targets) do
       local idx = data:indices_of(t)
       local perm = core.rng.randperm(#idx)
       for i = 1, math.min(per, #idx) do xs_idx[#xs_idx + 1] = idx[perm[i]]; ys[#ys + 1] = t end
     end
+    local trigger_x = core.ops.index_select(data.x, xs_idx)
+    if not core.ops.all_finite(trigger_x) then
+      error("whitebox.keygen: the trigger inputs drawn from " .. tostring(data.name) .. " hold NaN or infinite values", 0)
+    end
     local key = Key{layer = layer, variant = variant, pool = pool, targets = targets, bits = total, n = n,
-      width = width, classes = classes, seed = seed, A = a, b = b,
-      trigger_x = core.ops.index_select(data.x, xs_idx), trigger_y = core.tensor.from_table(ys),
-      input_shape = data:input_shape(), lambda1 = opts.lambda1, lambda2 = opts.lambda2}
+      width = width, classes = classes, seed = seed, A = a, b = b, trigger_x = trigger_x,
+      trigger_y = core.tensor.from_table(ys), input_shape = data:input_shape(), lambda1 = opts.lambda1,
+      lambda2 = opts.lambda2}
     if variant == "reference" then
       key.centres = core.rng.rand({classes, width}, 0, 1)
     else
-      key.mu = key:target_means(model)
+      key.mu = class_means(key, model, data, per)
     end
     return key
   end)
@@ -217,12 +276,30 @@ function WB.keygen(opts)
   return key
 end
 
+-- The trigger rows that keep the reference activations for realigned extraction: up to
+-- `limit`, spread evenly over the trigger set, so that every target class is in them.
+local function reference_rows(key, limit)
+  local n = core.tensor.size(key.trigger_x, 1)
+  local rows = {}
+  local step = math.max(1, n / limit)
+  for i = 1, math.min(n, limit) do rows[i] = math.floor((i - 1) * step) + 1 end
+  return rows
+end
+
+local EMBED_OPTIONS = {"model", "key", "data", "epochs", "optimizer", "lr", "lambda1", "lambda2", "centre_lr",
+  "batch_size", "schedule", "regularizers", "test", "progress", "log", "on_epoch", "augment", "checkpoint", "fresh"}
+
+-- whitebox.embed{model=, key=, data=, epochs=1, optimizer=Adam(lr), lr=1e-3, lambda1=, lambda2=,
+--   centre_lr=1e-3, batch_size=128, ...ds.train's options}
 -- Trains `model` with the key's regularizer (from scratch or fine-tuning a trained
 -- model); records the marked model's hash in the key. Returns the training history.
 function WB.embed(opts)
-  if type(opts) ~= "table" or getmetatable(opts.key) ~= Key then error("whitebox.embed: option 'key' must be a white-box key", 2) end
+  opts = U.check_options("whitebox.embed", opts, EMBED_OPTIONS)
   local key, model = opts.key, opts.model
+  if getmetatable(key) ~= Key then error("whitebox.embed: option 'key' must be a white-box key", 2) end
   if type(model) ~= "table" or not model.forward then error("whitebox.embed: option 'model' must be a model", 2) end
+  if type(opts.data) ~= "table" or not opts.data.x then error("whitebox.embed: option 'data' must be a data set", 2) end
+  if #opts.data == 0 then error("whitebox.embed: the data set " .. tostring(opts.data.name) .. " is empty", 2) end
   key:layer_of(model)
   local reg = key:regularizer{lambda1 = opts.lambda1, lambda2 = opts.lambda2, centre_lr = opts.centre_lr}
   key.lambda1, key.lambda2 = opts.lambda1 or key.lambda1, opts.lambda2 or key.lambda2
@@ -231,27 +308,37 @@ function WB.embed(opts)
   local history = require("deepsigns.train").train{model = model, data = opts.data, epochs = opts.epochs or 1,
     batch_size = opts.batch_size or 128, optimizer = opts.optimizer, lr = opts.lr, schedule = opts.schedule,
     regularizers = regs, test = opts.test, progress = opts.progress, log = opts.log, on_epoch = opts.on_epoch,
-    augment = opts.augment, checkpoint = opts.checkpoint, resume = opts.resume}
+    augment = opts.augment, checkpoint = opts.checkpoint, fresh = opts.fresh}
   for _, p in ipairs(reg.optimizer.params) do A.set_requires_grad(p, false); A.set_grad(p, nil) end
-  -- reference activations of some triggers, for realigning extraction (secret too)
-  local nref = math.min(core.tensor.size(key.trigger_x, 1), 256)
-  key.reference_acts = key:activations(model, core.tensor.narrow(key.trigger_x, 1, 1, nref))
+  -- reference activations of triggers of every target class, for realigned extraction (secret too)
+  key.reference_rows = reference_rows(key, 256)
+  key.reference_acts = key:activations(model, core.ops.index_select(key.trigger_x, key.reference_rows))
   key.model_hash = K.model_hash(model)
   return history
 end
 
--- Reads the signature from a suspect model: {ber, bits, errors, matches, n, p_value, detected, alpha}.
--- p_value = P(at least this many bits match | each matches with probability 1/2).
+local EXTRACT_OPTIONS = {"alpha", "realign"}
+
+-- Reads the signature from a suspect model: {ber, bits, errors, matches, n, p_value,
+-- detected, detected_paper, alpha}. p_value = P(at least this many bits match | each
+-- matches with probability 1/2); detected: p_value < alpha (default 1e-3);
+-- detected_paper: the paper's rule, BER = 0. opts.realign: undo a permutation and
+-- scaling of the layer's units first (realign.lua).
 function WB.extract(model, key, opts)
   if getmetatable(key) ~= Key then error("whitebox.extract: argument #2 must be a white-box key", 2) end
   if type(model) ~= "table" or not model.forward then error("whitebox.extract: argument #1 must be a model", 2) end
-  opts = opts or {}
+  opts = U.check_options("whitebox.extract", opts, EXTRACT_OPTIONS)
   local alpha = opts.alpha or WB.DEFAULT_ALPHA
+  if type(alpha) ~= "number" or alpha <= 0 or alpha >= 1 then error("whitebox.extract: alpha must be in (0, 1)", 2) end
   local mu
   if opts.realign then
     mu = require("deepsigns.watermark.realign").target_means(model, key)
   else
-    mu = key:target_means(model)
+    local h = key:activations(model, key.trigger_x)
+    if not core.ops.all_finite(h) then
+      error("whitebox.extract: the suspect model's activations of the trigger inputs are not finite (NaN or infinite)", 2)
+    end
+    mu = key:target_means(model, h)
   end
   local z = core.ops.matmul(mu, key.A)
   local got = core.tensor.flat(core.ops.binary("gt", z, 0))
@@ -261,7 +348,7 @@ function WB.extract(model, key, opts)
   local n = #want
   local p = stats.binom_sf(n - errors, n, 0.5)
   return {ber = errors / n, bits = got, errors = errors, matches = n - errors, n = n, p_value = p,
-    detected = p < alpha, alpha = alpha}
+    detected = p < alpha, detected_paper = errors == 0, alpha = alpha}
 end
 
 -- Bits as a "0101" string.
@@ -276,11 +363,14 @@ function Key:save(path)
   if self.centres then tensors.centres = self.centres end
   if self.mu then tensors.mu = self.mu end
   if self.reference_acts then tensors.reference_acts = self.reference_acts end
+  local defaults = WB.DEFAULTS[self.variant] or {}
   K.save(path, tensors, {format = WB.FORMAT, layer = tostring(self.layer),
     layer_is_index = math.type(self.layer) == "integer" and "1" or "0", variant = self.variant, pool = self.pool,
     targets = cjson.encode(self.targets), bits = tostring(self.bits), seed = tostring(self.seed),
     classes = tostring(self.classes), width = tostring(self.width), input_shape = cjson.encode(self.input_shape),
-    model_hash = self.model_hash or "", lambda1 = tostring(self.lambda1 or 0.01), lambda2 = tostring(self.lambda2 or 0.01)})
+    model_hash = self.model_hash or "", lambda1 = tostring(self.lambda1 or defaults.lambda1),
+    lambda2 = tostring(self.lambda2 or defaults.lambda2),
+    reference_rows = self.reference_rows and cjson.encode(self.reference_rows) or ""})
   return self
 end
 
@@ -298,20 +388,30 @@ function WB.decode(bytes, path)
   local s = #targets
   local function bad(msg) error(path .. ": inconsistent key: " .. msg, 0) end
   for i, v in ipairs(targets) do -- JSON numbers come back as floats
-    local t = math.type(v) and math.tointeger(v)
-    if not t or t < 0 or t >= classes then bad("target " .. tostring(v) .. " is not a class id in 0.." .. classes - 1) end
-    targets[i] = t
+    local tv = math.type(v) and math.tointeger(v)
+    if not tv or tv < 0 or tv >= classes then bad("target " .. tostring(v) .. " is not a class id in 0.." .. classes - 1) end
+    targets[i] = tv
   end
   if s < 1 or bits % s ~= 0 then bad("bits do not divide over the targets") end
+  if not WB.DEFAULTS[md.variant] then
+    bad("variant '" .. tostring(md.variant) .. "' is not one this version knows (" .. table.concat(WB.VARIANTS, ", ") .. ")")
+  end
   local n = bits // s
   if shape_str(t.A) ~= width .. "x" .. n then bad("A is " .. shape_str(t.A) .. ", expected " .. width .. "x" .. n) end
   if shape_str(t.b) ~= s .. "x" .. n then bad("b is " .. shape_str(t.b) .. ", expected " .. s .. "x" .. n) end
-  if core.tensor.dim(t.trigger_y) ~= 1 or core.tensor.size(t.trigger_x, 1) ~= core.tensor.size(t.trigger_y, 1) then bad("trigger inputs and labels differ in count") end
+  if core.tensor.dim(t.trigger_y) ~= 1 or core.tensor.size(t.trigger_x, 1) ~= core.tensor.size(t.trigger_y, 1) then
+    bad("trigger inputs and labels differ in count")
+  end
   for _, v in ipairs(core.tensor.flat(t.b)) do if v ~= 0 and v ~= 1 then bad("b holds a value other than 0 and 1") end end
+  -- the means of the earlier paper formulation (one row per target) cannot embed: left out
+  local mu = t.mu
+  if mu and (core.tensor.dim(mu) ~= 2 or core.tensor.size(mu, 1) ~= classes) then mu = nil end
+  local rows = md.reference_rows and md.reference_rows ~= "" and cjson.decode(md.reference_rows) or nil
+  if rows then for i, v in ipairs(rows) do rows[i] = math.tointeger(v) end end
   local layer = md.layer_is_index == "1" and math.tointeger(tonumber(md.layer)) or md.layer
   return Key{layer = layer, variant = md.variant, pool = md.pool or "flatten", targets = targets, bits = bits, n = n,
     width = width, classes = classes, seed = num("seed"), A = t.A, b = t.b, trigger_x = t.trigger_x,
-    trigger_y = t.trigger_y, centres = t.centres, mu = t.mu, reference_acts = t.reference_acts,
+    trigger_y = t.trigger_y, centres = t.centres, mu = mu, reference_acts = t.reference_acts, reference_rows = rows,
     input_shape = cjson.decode(md.input_shape or "[]"), model_hash = md.model_hash ~= "" and md.model_hash or nil,
     lambda1 = tonumber(md.lambda1), lambda2 = tonumber(md.lambda2)}
 end
