@@ -1,9 +1,14 @@
 /* The `deepsigns` interpreter: Lua 5.4 with deepsigns.core linked in and the Lua
- * files on package.path. `ds` is bound to require "deepsigns".
+ * files on package.path. `ds` is bound to require "deepsigns", `help` to a function
+ * that prints ds.help(x).
  *
  *   deepsigns script.lua args...   run a script (arg as in lua)
  *   deepsigns -e 'chunk'           run a chunk
- *   deepsigns                      REPL: readline editing, history, tab completion */
+ *   deepsigns                      REPL: readline editing, history, tab completion
+ *
+ * Ctrl-C stops the running chunk with an "interrupted" error (the REPL then returns to
+ * its prompt); a training loop (ds.train) defers it to its next batch boundary
+ * (core/interrupt.h), and a second Ctrl-C stops at once. */
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -14,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "core/interrupt.h"
 
 /* The source tree's lua/ for a plain build; empty for an installed copy, which
  * finds its Lua files beside it in <prefix>/share/lua/5.4 (or on the default path). */
@@ -23,7 +29,30 @@
 
 int luaopen_deepsigns_core(lua_State *L);
 
-static lua_State *global_L; /* for the readline completion callback only */
+static lua_State *global_L; /* for the readline completion callback and the SIGINT handler */
+
+/* ---- Ctrl-C: as lua.c, a hook that raises an error at the next Lua instruction ---- */
+
+static void stop_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  luaL_error(L, "interrupted");
+}
+
+static void on_sigint(int sig) {
+  if (ds_interrupt_request()) return; /* a training loop stops at its next batch boundary */
+  signal(sig, SIG_DFL); /* a further Ctrl-C before the hook runs ends the process */
+  lua_sethook(global_L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+/* at the REPL's prompt: drop the line typed so far and prompt again */
+static void on_sigint_at_prompt(int sig) {
+  (void)sig;
+  if (write(STDOUT_FILENO, "\n", 1) < 0) return;
+  rl_on_new_line();
+  rl_replace_line("", 0);
+  rl_redisplay();
+}
 
 static int traceback(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
@@ -36,7 +65,11 @@ static int docall(lua_State *L, int nargs, int nres) {
   int base = lua_gettop(L) - nargs;
   lua_pushcfunction(L, traceback);
   lua_insert(L, base);
+  void (*was)(int) = signal(SIGINT, on_sigint);
   int status = lua_pcall(L, nargs, nres, base);
+  signal(SIGINT, was);
+  lua_sethook(L, NULL, 0, 0);
+  ds_interrupt_take(); /* a request nobody took dies with the chunk */
   lua_remove(L, base);
   return status;
 }
@@ -82,7 +115,11 @@ static int bind_ds(lua_State *L) {
   lua_getglobal(L, "require");
   lua_pushstring(L, "deepsigns");
   int status = docall(L, 1, 1);
-  if (status == LUA_OK) lua_setglobal(L, "ds");
+  if (status == LUA_OK) {
+    lua_getfield(L, -1, "help_printer"); /* help(x) prints ds.help(x) */
+    lua_setglobal(L, "help");
+    lua_setglobal(L, "ds");
+  }
   return report(L, status);
 }
 
@@ -240,6 +277,7 @@ static void repl(lua_State *L) {
     lua_pop(L, 2);
   }
   char *line;
+  signal(SIGINT, on_sigint_at_prompt);
   while ((line = readline("> ")) != NULL) {
     if (!*line) {
       free(line);
@@ -281,9 +319,26 @@ static void repl(lua_State *L) {
   if (hist[0]) write_history(hist);
 }
 
-static void usage(void) {
-  fprintf(stderr, "usage: deepsigns [script.lua [args...]] | -e 'chunk' | -v | -h\n"
-                  "  with no arguments: an interactive REPL with `ds` bound\n");
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: deepsigns [options] [script.lua [args...]]\n"
+          "\n"
+          "The Lua 5.4 interpreter with the deepsigns module: `ds` is bound to require \"deepsigns\"\n"
+          "and `help` prints the reference of a function or table, e.g. help(ds.train).\n"
+          "\n"
+          "  deepsigns                    an interactive REPL: line editing, history (~/.deepsigns_history),\n"
+          "                               tab completion of names (ds.nn.Li<TAB>); Ctrl-C stops the running\n"
+          "                               chunk and returns to the prompt, Ctrl-D quits\n"
+          "  deepsigns script.lua [args]  runs a script; arg and ... hold its arguments, as in lua\n"
+          "  deepsigns - [args]           runs the script on standard input\n"
+          "  deepsigns -e 'chunk'         runs a chunk of Lua\n"
+          "  deepsigns -v, --version      prints the version\n"
+          "  deepsigns -h, --help         prints this help\n"
+          "\n"
+          "A Ctrl-C during ds.train stops it at the next batch boundary (its checkpoint stays as\n"
+          "the last finished epoch left it); a second Ctrl-C stops at once.\n"
+          "Environment: DEEPSIGNS_LUA_DIR (extra Lua files), OMP_NUM_THREADS (threads).\n"
+          "Examples: deepsigns examples/demo.lua; deepsigns -e 'print(ds.version)'\n");
 }
 
 int main(int argc, char **argv) {
@@ -297,16 +352,20 @@ int main(int argc, char **argv) {
   setup_paths(L);
   int status = 0;
   if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-    usage();
+    usage(stdout);
+  } else if (argc > 1 && argv[1][0] == '-' && argv[1][1] && strcmp(argv[1], "-e") != 0 && strcmp(argv[1], "-v") != 0 &&
+             strcmp(argv[1], "--version") != 0) {
+    fprintf(stderr, "deepsigns: unknown option '%s' (deepsigns -h lists the options)\n", argv[1]);
+    status = 1;
   } else if (bind_ds(L) != LUA_OK) {
     status = 1;
-  } else if (argc > 1 && strcmp(argv[1], "-v") == 0) {
+  } else if (argc > 1 && (strcmp(argv[1], "-v") == 0 || strcmp(argv[1], "--version") == 0)) {
     lua_getglobal(L, "ds");
     lua_getfield(L, -1, "version");
     printf("deepsigns %s\n", lua_tostring(L, -1));
   } else if (argc > 1 && strcmp(argv[1], "-e") == 0) {
     if (argc < 3) {
-      usage();
+      fprintf(stderr, "deepsigns: -e needs a chunk of Lua (deepsigns -h lists the options)\n");
       status = 1;
     } else {
       create_arg(L, argv, argc, 0);

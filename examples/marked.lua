@@ -1,7 +1,8 @@
 -- The owner's marked model shared by the demo and the paper scripts: the paper
--- MLP (or CNN) trained with a white-box mark (paper variant, 32 bits, layer fc2),
--- then given a black-box mark (K keys); plus an unmarked baseline from the same
--- seed. Cached under opts.out so the scripts can share them (--fresh rebuilds).
+-- MLP (or CNN) trained with a white-box mark (the defaults: paper variant, 32 bits in
+-- class 0 of layer fc2), then given a black-box mark (K keys); plus an unmarked
+-- baseline from the same seed. Cached under opts.out (named by this version of
+-- deepsigns) so the scripts can share them (--fresh rebuilds).
 local ds = require "deepsigns"
 local C = require "common"
 local wb, bb = ds.watermark.whitebox, ds.watermark.blackbox
@@ -11,12 +12,12 @@ local M = {}
 local function exists(p) local f = io.open(p) if f then f:close() return true end return false end
 
 function M.get(opts)
-  local train, test, new_model, layer, what = C.experiment(opts)
+  local train, test, new_model, layer, what, pool = C.experiment(opts)
   local dir = opts.out or "results"
   os.execute("mkdir -p " .. dir)
   local K = opts.K or 20
-  local tag = string.format("%s/owner_%s_K%d_e%d_s%d", dir, opts.cifar and "cifar" or (opts.mnist and "mnist" or "fashion"),
-    K, opts.epochs, opts.seed)
+  local tag = string.format("%s/owner_%s_%s_%s_K%d_e%d_s%d", dir, ds.version,
+    opts.cifar and "cifar" or (opts.mnist and "mnist" or "fashion"), opts.model or "default", K, opts.epochs, opts.seed)
   local files = {model = tag .. "_marked.safetensors", base = tag .. "_unmarked.safetensors",
     wb = tag .. "_wb_key.safetensors", bb = tag .. "_bb_key.safetensors"}
   local r = {train = train, test = test, new_model = new_model, layer = layer, what = what}
@@ -33,8 +34,8 @@ function M.get(opts)
   C.fit(r.unmarked, train, opts.epochs)
   ds.manual_seed(opts.seed)
   r.model = new_model()
-  r.wb_key = wb.keygen{model = r.model, layer = layer, data = train, bits = opts.bits or 32, targets = {0},
-    variant = "paper", seed = opts.seed + 100}
+  r.wb_key = wb.keygen{model = r.model, layer = layer, pool = pool, data = train, bits = opts.bits or 32, targets = {0},
+    seed = opts.seed + 100}
   C.fit(r.model, train, opts.epochs, {key = r.wb_key})
   r.wb_accuracy = ds.evaluate(r.model, test).accuracy
   -- black-box keys on top; null models drop keys that transfer

@@ -13,7 +13,12 @@ local train, test, new_model, _, what = C.experiment(opts)
 ds.manual_seed(opts.seed)
 local base = new_model()
 C.fit(base, train, opts.epochs)
+-- two independently trained unmarked models: one filters the owner's candidate keys,
+-- the other (which took no part in key generation) is the integrity check
 ds.manual_seed(opts.seed + 7)
+local filter = new_model()
+C.fit(filter, train, opts.epochs)
+ds.manual_seed(opts.seed + 8)
 local unmarked = new_model()
 C.fit(unmarked, train, opts.epochs)
 local attacker = train:split(1 / 3, 99)
@@ -21,7 +26,7 @@ print(what .. "; black-box overwriting")
 local rows = {}
 for _, K in ipairs {10, 15, 20} do
   local owner_model = base:clone()
-  local key = bb.keygen{model = owner_model, data = train, K = K, seed = 300 + K, null_models = {unmarked}}
+  local key = bb.keygen{model = owner_model, data = train, K = K, seed = 300 + K, null_models = {filter}}
   local matrix, attacked = RB.overwrite_matrix{model = owner_model, data = attacker, unmarked = unmarked, bb_key = key,
     scheme = "blackbox", options = {K = K, seed = 900 + K}}
   print(string.format("\nK = %d (theta %d): owner's keys on the attacked model: %d mismatches (paper: %d), %s",

@@ -86,16 +86,67 @@ describe("attacks", function()
     assert.is_true(r.detected)
   end)
 
-  it("fine-prunes the least active units", function()
-    local f = AT.fineprune(model, data, {layer = "fc2", rate = 0.5, epochs = 1})
+  it("fine-prunes the least active units and holds them at zero through the fine-tuning", function()
+    local f = AT.fineprune(model, data, {layer = "fc2", rate = 0.5, epochs = 3})
     assert.equal(24, f.pruned_units)
-    local zero_rows = 0
-    for _, row in ipairs(f:layer("fc2").weight:totable()) do
+    local zero_rows, bias = 0, f:layer("fc2").bias:totable()
+    for i, row in ipairs(f:layer("fc2").weight:totable()) do
       local all = true
       for _, v in ipairs(row) do if v ~= 0 then all = false break end end
-      if all then zero_rows = zero_rows + 1 end
+      if all then
+        zero_rows = zero_rows + 1
+        assert.equal(0, bias[i])
+      end
     end
     assert.equal(24, zero_rows)
+    -- the pruned units' outputs stay exactly 0 on any input
+    local acts = f:activations(data.x:narrow(1, 1, 50), "fc2"):totable()
+    local dead = 0
+    for j = 1, 48 do
+      local all = true
+      for i = 1, 50 do if acts[i][j] ~= 0 then all = false end end
+      if all then dead = dead + 1 end
+    end
+    assert.is_true(dead >= 24)
+  end)
+
+  it("retrains after pruning with the pruned weights held at exactly 0", function()
+    local p = AT.prune(model, {rate = 0.8, retrain = {data = data, epochs = 2, lr = 1e-3}})
+    local once = AT.prune(model, {rate = 0.8})
+    for name, w in pairs(AT.sparsity(p)) do
+      assert.is_true(w >= 0.799, name .. " " .. w) -- k = round(0.8 n) of each layer's n weights
+      -- exactly the weights one-shot pruning zeroed are zero, and the others trained
+      local a, b = w, AT.sparsity(once)[name]
+      assert.near(b, a, 1e-9)
+    end
+    local wp, wo = p:layer("fc1").weight:totable(), once:layer("fc1").weight:totable()
+    local moved = 0
+    for i = 1, #wp do
+      for j = 1, #wp[i] do
+        assert.equal(wo[i][j] == 0, wp[i][j] == 0)
+        if wp[i][j] ~= wo[i][j] then moved = moved + 1 end
+      end
+    end
+    assert.is_true(moved > 0)
+    -- the optimiser's mask: moments and weight decay never move a held entry
+    for _, make in ipairs {function(ps) return ds.optim.Adam(ps, {lr = 0.1, weight_decay = 0.1}) end,
+      function(ps) return ds.optim.AdamW(ps, {lr = 0.1}) end,
+      function(ps) return ds.optim.SGD(ps, {lr = 0.1, momentum = 0.9, weight_decay = 0.1}) end,
+      function(ps) return ds.optim.RMSprop(ps, {lr = 0.1, weight_decay = 0.1}) end} do
+      local w = ds.randn(3, 4):requires_grad()
+      local mask = ds.tensor{{1, 0, 1, 1}, {0, 0, 1, 1}, {1, 1, 1, 0}}
+      local opt = make({w})
+      opt:set_mask(w, mask)
+      for _ = 1, 5 do
+        opt:zero_grad()
+        ;(w * ds.randn(3, 4)):sum():backward()
+        opt:step()
+      end
+      assert.same((w * mask):totable(), w:totable())
+      for _, st in pairs(opt.state[1]) do
+        if ds.is_tensor(st) then assert.equal(0, (st * (1 - mask)):abs():sum():item()) end
+      end
+    end
   end)
 
   it("distils into a fresh student and overwrites a mark", function()
@@ -113,19 +164,47 @@ describe("attacks", function()
       "attacks.finetune: mode must be FTLL, FTAL, RTLL or RTAL, got XX")
     assert.has_error(function() AT.permute(model, {}) end, "attacks.permute: option 'layer' is required")
     assert.has_error(function() AT.quantize(model, {bits = 1}) end, "attacks.quantize: bits must be an integer in 2..16")
+    assert.has_error(function() AT.prune(model, {rate = 0.5, retrian = {}}) end,
+      "attacks.prune: unknown option 'retrian' (did you mean 'retrain'?) (options: biases, rate, retrain, scope)")
+    -- an optimiser made beforehand holds the original model's tensors, not the attacked copy's
+    assert.has_error(function()
+      AT.prune(model, {rate = 0.5, retrain = {data = data, optimizer = ds.optim.Adam(model:parameters())}})
+    end)
+    local other = ds.models.mlp{20, 16, 4}
+    local ok, err = pcall(AT.prune, model, {rate = 0.5, retrain = {data = data,
+      optimizer = function() return ds.optim.Adam(other:parameters()) end}})
+    assert.is_false(ok)
+    assert.matches("the optimizer function's optimiser holds", err, 1, true)
+    assert.has_error(function() AT.finetune(model, data:subset({}), {}) end)
+    ok, err = pcall(AT.finetune, model, data:subset({}), {})
+    assert.matches("attacks.finetune: the attacker's data set synthetic is empty", err, 1, true)
+    local w = ds.randn(2, 2):requires_grad()
+    local opt = ds.optim.SGD({w}, {lr = 0.1})
+    assert.has_error(function() opt:set_mask(w, ds.ones(3)) end,
+      "optim.SGD:set_mask: a mask of shape 3 does not fit parameter 1 of shape 2x2")
+    assert.has_error(function() opt:set_mask(ds.ones(2, 2), ds.ones(2, 2)) end,
+      "optim.SGD:set_mask: the tensor is not one of this optimiser's parameters")
   end)
 
   describe("evaluation", function()
-    it("returns one row per strength with the success rule", function()
+    it("returns one row per strength with a verdict per mark and both detection rules", function()
       local rows = ds.robustness{model = model, test = data, attack = "prune", strengths = {0.3, 0.999}, wb_key = key,
         max_drop = 5}
       assert.equal(2, #rows)
       assert.equal("prune", rows[1].attack)
       assert.equal(0, rows[1].ber)
-      assert.is_false(rows[1].removed)
-      assert.is_false(rows[1].success)
+      assert.is_true(rows[1].wb_detected and rows[1].wb_detected_paper)
+      assert.is_false(rows[1].wb_attack_success)
+      assert.is_false(rows[1].wb_attack_success_paper)
+      assert.is_nil(rows[1].bb_owned)
       assert.is_number(rows[2].accuracy_drop)
-      assert.equal(rows[2].removed and rows[2].accuracy_drop <= 5, rows[2].success)
+      assert.equal(not rows[2].wb_detected and rows[2].accuracy_drop <= 5, rows[2].wb_attack_success)
+      assert.equal(rows[2].ber > 0 and rows[2].accuracy_drop <= 5, rows[2].wb_attack_success_paper)
+      -- one mark lost and the other kept: each row says so separately
+      local row = ds.robustness_verdicts({accuracy_drop = 1, wb_detected = true, wb_detected_paper = false, bb_owned = false})
+      assert.is_false(row.wb_attack_success)
+      assert.is_true(row.wb_attack_success_paper)
+      assert.is_true(row.bb_attack_success)
     end)
 
     it("prints the overwriting cross matrix", function()

@@ -99,7 +99,7 @@ describe("black-box watermark", function()
       assert.has_error(function() bb.detect(ds.models.mlp{6, 8, 10}, key) end)
       local ok, err = pcall(bb.detect, ds.models.mlp{4, 8, 5}, key)
       assert.is_false(ok)
-      assert.matches("blackbox: the key is for 10 classes, the model has 5 outputs", err, 1, true)
+      assert.matches("blackbox.detect: 10 classes expected, the model has 1x5 outputs", err, 1, true)
       assert.has_error(function() bb.detect(function() return {1, 2} end, key) end,
         "blackbox.detect: the suspect function returned 2 labels for 20 key inputs")
       assert.has_error(function() bb.detect(function() return "x" end, key) end,

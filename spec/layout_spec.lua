@@ -8,7 +8,7 @@ local LAYERS = {
   {"deepsigns.core"},
   {"deepsigns.util", "deepsigns.class", "deepsigns.format", "deepsigns.stats", "deepsigns.autograd",
     "deepsigns.tensor", "deepsigns.functional", "deepsigns.nn", "deepsigns.optim", "deepsigns.train",
-    "deepsigns.data", "deepsigns.models", "deepsigns.safetensors", "deepsigns.repl"},
+    "deepsigns.data", "deepsigns.models", "deepsigns.safetensors", "deepsigns.repl", "deepsigns.help"},
   {"deepsigns.watermark"},
   {"deepsigns.attacks", "deepsigns.robustness", "deepsigns.report", "deepsigns.sweep"},
 }

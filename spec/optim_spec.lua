@@ -108,7 +108,8 @@ describe("optimisers", function()
   it("rejects bad options", function()
     local p = ds.tensor({1}):requires_grad()
     assert.has_error(function() optim.SGD({p}) end, "optim.SGD: option 'lr' is required")
-    assert.has_error(function() optim.SGD({p}, {lr = 0.1, momentun = 0.9}) end, "optim.SGD: unknown option 'momentun'")
+    assert.has_error(function() optim.SGD({p}, {lr = 0.1, momentun = 0.9}) end,
+      "optim.SGD: unknown option 'momentun' (did you mean 'momentum'?) (options: dampening, lr, momentum, nesterov, weight_decay)")
     assert.has_error(function() optim.Adam({}) end, "optim.Adam: expects a non-empty list of parameters (model:parameters())")
     assert.has_error(function() optim.SGD({p}, {lr = 0.1, nesterov = true}) end,
       "optim.SGD: Nesterov momentum needs momentum > 0 and dampening 0")

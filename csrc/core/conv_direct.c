@@ -139,7 +139,7 @@ void ds_cdir_forward(const ds_cdir *d, const float *x, int64_t xplane, int64_t x
       if (relu)
         for (int k = 0; k < d->ow; k++) {
           float v = src[k] + bo;
-          dst[k] = v > 0.0f ? v : 0.0f;
+          dst[k] = v < 0.0f ? 0.0f : v; /* NaN stays NaN */
         }
       else
         for (int k = 0; k < d->ow; k++) dst[k] = src[k] + bo;

@@ -7,6 +7,10 @@
 
 #include "tensor.h"
 
+/* Whether v takes the place of the running maximum best: larger, or NaN (a NaN, once
+ * met, stays: max, max pooling and ReLU propagate NaN as PyTorch does). */
+static inline int ds_max_takes(float v, float best) { return v > best || (v != v && best == best); }
+
 /* ---- pointwise (ops_pointwise.c) ---- */
 enum ds_binary_op { DS_ADD, DS_SUB, DS_MUL, DS_DIV, DS_MAXIMUM, DS_MINIMUM,
                     DS_EQ, DS_NE, DS_LT, DS_LE, DS_GT, DS_GE, DS_BINARY_COUNT };

@@ -130,7 +130,7 @@ static void conv_forward_range(const conv_job *j, int64_t lo, int64_t hi, float 
     }
     ds_gemm(0, 0, j->co, j->ohw, j->kk, 1.0f, j->wt, j->kk, col, j->ohw, beta, yi, j->ohw);
     if (j->relu) /* while the image's output is still in cache */
-      for (int64_t k = 0; k < j->co * j->ohw; k++) yi[k] = yi[k] > 0.0f ? yi[k] : 0.0f;
+      for (int64_t k = 0; k < j->co * j->ohw; k++) yi[k] = yi[k] < 0.0f ? 0.0f : yi[k]; /* NaN stays */
   }
 }
 
@@ -405,9 +405,9 @@ static void pool_tiles_forward(const float *src, int64_t h, int64_t w, int kh, i
       for (int xo = 0; xo < ow; xo++) {
         float a = r[2 * xo], b = r[2 * xo + 1], c = r[w + 2 * xo], e = r[w + 2 * xo + 1];
         float m = a;
-        if (b > m) m = b;
-        if (c > m) m = c;
-        if (e > m) m = e;
+        if (ds_max_takes(b, m)) m = b;
+        if (ds_max_takes(c, m)) m = c;
+        if (ds_max_takes(e, m)) m = e;
         d[xo] = m;
       }
       continue;
@@ -419,7 +419,7 @@ static void pool_tiles_forward(const float *src, int64_t h, int64_t w, int kh, i
         for (int j = 0; j < kw; j++) {
           float v = t[(int64_t)i * w + j];
           if (!is_max) acc += v;
-          else if (v > acc) acc = v;
+          else if (ds_max_takes(v, acc)) acc = v;
         }
       d[xo] = is_max ? acc : acc * inv;
     }
@@ -453,7 +453,7 @@ static void pool_tiles_backward(const float *src, const float *g, int64_t h, int
         for (int j = 0; j < kw; j++) {
           int64_t k = (int64_t)i * w + j;
           dt[k] = 0.0f;
-          if (t[k] > best) best = t[k], at = k;
+          if (ds_max_takes(t[k], best)) best = t[k], at = k;
         }
       dt[at] = gv;
     }
@@ -493,7 +493,7 @@ static ds_tensor *pool_forward(const char *op, ds_tensor *x, ds_conv_params p, i
             if (ix < 0 || ix >= w) continue;
             float v = src[iy * w + ix];
             if (is_max) {
-              if (v > acc) acc = v;
+              if (ds_max_takes(v, acc)) acc = v;
             } else
               acc += v;
           }
@@ -549,7 +549,7 @@ static ds_tensor *pool_backward(const char *op, ds_tensor *x, ds_tensor *gy, ds_
             if (ix < 0 || ix >= w) continue;
             if (!is_max)
               dst[iy * w + ix] += gv * inv;
-            else if (src[iy * w + ix] > best || at < 0)
+            else if (ds_max_takes(src[iy * w + ix], best) || at < 0)
               best = src[iy * w + ix], at = iy * w + ix;
           }
         }

@@ -101,7 +101,7 @@ static void unary_row(void *vctx, int64_t n, float *const *p, const int64_t *st)
   case DS_SQRT: UNARY_LOOP(sqrtf(x)); break;
   case DS_POW: UNARY_LOOP(powf(x, q)); break;
   case DS_ABS: UNARY_LOOP(fabsf(x)); break;
-  case DS_RELU: UNARY_LOOP(x > 0 ? x : 0); break;
+  case DS_RELU: UNARY_LOOP(x < 0 ? 0 : x); break; /* NaN stays NaN */
   case DS_SIGMOID: UNARY_LOOP(sigmoidf(x)); break;
   case DS_TANH: UNARY_LOOP(tanhf(x)); break;
   case DS_SQUARE: UNARY_LOOP(x * x); break;

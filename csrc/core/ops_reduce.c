@@ -142,7 +142,7 @@ int ds_max_dim(ds_tensor *x, int dim, int keepdim, ds_tensor **values, ds_tensor
       float best = p[0];
       int64_t bi = 0;
       for (int64_t j = 1; j < len; j++)
-        if (p[j * inner] > best) best = p[j * inner], bi = j;
+        if (ds_max_takes(p[j * inner], best)) best = p[j * inner], bi = j;
       vo[i * inner + k] = best;
       io[i * inner + k] = (float)bi;
     }

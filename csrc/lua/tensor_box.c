@@ -371,11 +371,28 @@ static int t_fill(lua_State *L) {
   return 1;
 }
 
-/* Raw little-endian float32 bytes (row-major), for files. */
+/* to_bytes(t, dtype?, scale?): raw little-endian float32 bytes (row-major), or with
+ * dtype "u8" one byte per value, round(value * scale) clamped to 0..255 (image files). */
 static int t_to_bytes(lua_State *L) {
-  ds_tensor *c = ds_contiguous(lt_check(L, 1));
+  const char *dtype = luaL_optstring(L, 2, "f32");
+  float scale = (float)luaL_optnumber(L, 3, 1.0);
+  if (strcmp(dtype, "f32") != 0 && strcmp(dtype, "u8") != 0) return luaL_argerror(L, 2, "dtype must be \"f32\" or \"u8\"");
+  ds_tensor *t = lt_check(L, 1);
+  int64_t n = ds_numel(t);
+  luaL_Buffer b; /* made before the copy below: a memory error here leaks nothing */
+  char *out = luaL_buffinitsize(L, &b, (size_t)n * (dtype[0] == 'f' ? sizeof(float) : 1));
+  ds_tensor *c = ds_contiguous(t);
   if (!c) return lt_raise(L);
-  lua_pushlstring(L, (const char *)ds_data(c), sizeof(float) * (size_t)ds_numel(c));
+  if (dtype[0] == 'f') {
+    memcpy(out, ds_data(c), sizeof(float) * (size_t)n);
+    luaL_pushresultsize(&b, sizeof(float) * (size_t)n);
+  } else {
+    for (int64_t i = 0; i < n; i++) {
+      float v = nearbyintf(ds_data(c)[i] * scale);
+      out[i] = (char)(unsigned char)(v > 255 ? 255 : (v > 0 ? v : 0)); /* NaN -> 0 */
+    }
+    luaL_pushresultsize(&b, (size_t)n);
+  }
   ds_release(c);
   return 1;
 }

@@ -11,8 +11,13 @@ D.FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 local Dataset = class("data.Dataset")
 D.Dataset = Dataset
 
--- Dataset{x=, y=, classes=, name=}
+--- data.Dataset{x=, y=, classes=, name=}: inputs x (N x ..., images N x C x H x W in
+-- [0, 1] or normalised) and labels y (N class ids, 0-based: the data's own values).
+-- @tparam table t {x = tensor, y = tensor, classes = (default: max label + 1), name = "data"}
+-- @raise when x and y differ in rows, or a label is no class id
+-- @usage local d = ds.data.Dataset{x = ds.rand(100, 1, 28, 28), y = ds.zeros(100), classes = 10}
 function Dataset:__init(t)
+  U.check_options("Dataset", t, {"x", "y", "classes", "name"}, 4)
   local x, y = t.x, t.y
   if not (T.is_tensor(x) and T.is_tensor(y)) then error("Dataset: x and y must be tensors", 3) end
   if core.tensor.dim(y) ~= 1 or core.tensor.dim(x) < 1 or core.tensor.size(x, 1) ~= core.tensor.size(y, 1) then
@@ -30,22 +35,27 @@ function Dataset:__init(t)
   end
 end
 
+--- #d: the number of samples.
 function Dataset:__len() return core.tensor.size(self.y, 1) end
 
+--- A one-line description: name, samples, input shape, classes.
 function Dataset:__tostring()
   return string.format("Dataset %s: %d samples of %s, %d classes", self.name, #self, table.concat(core.tensor.size(self.x), "x", 2), self.classes)
 end
 
--- input shape of one sample, e.g. {1, 28, 28}
+--- The shape of one sample, e.g. {1, 28, 28}.
 function Dataset:input_shape()
   local s = core.tensor.size(self.x)
   table.remove(s, 1)
   return s
 end
 
--- d:subset(indices) -- the rows at 1-based indices (a table or a 1-D tensor), in that order
--- d:subset{n=, seed=0} -- a random sample of n rows without replacement, in data order
--- (the sample comes from `seed` alone and leaves the global generator as it was)
+--- A data set of some of the samples: d:subset(indices) takes the rows at 1-based
+-- indices (a table or a 1-D tensor), in that order; d:subset{n=, seed=0} a random
+-- sample of n rows without replacement, in data order (from `seed` alone: the global
+-- generator is left as it was).
+-- @raise for n larger than the data set, or an index out of range
+-- @usage local small = train:subset{n = 8000, seed = 1}
 function Dataset:subset(which, name)
   if type(which) == "table" and not T.is_tensor(which) and (which.n ~= nil or which.seed ~= nil) then
     U.check_options("subset", which, {"n", "seed"})
@@ -69,7 +79,7 @@ function Dataset:subset(which, name)
     classes = self.classes, name = name or self.name}
 end
 
--- Indices (1-based) of the samples of the given classes.
+--- The 1-based indices of the samples of the given class ids.
 function Dataset:indices_of(...)
   local want = {}
   for _, c in ipairs {...} do want[c] = true end
@@ -80,6 +90,8 @@ function Dataset:indices_of(...)
   return idx
 end
 
+--- The samples of the given class ids, as a data set.
+-- @raise for a class that is not one, or has no samples
 function Dataset:where_class(...)
   local cs = {...}
   for _, c in ipairs(cs) do
@@ -94,7 +106,7 @@ function Dataset:where_class(...)
   return self:subset(idx)
 end
 
--- Samples per class, keyed by class id: counts[c] for c = 0 .. classes - 1.
+--- Samples per class, keyed by class id: counts[c] for c = 0 .. classes - 1.
 function Dataset:class_counts()
   local counts = {}
   for c = 0, self.classes - 1 do counts[c] = 0 end
@@ -102,8 +114,8 @@ function Dataset:class_counts()
   return counts
 end
 
--- Raises "who: ... is empty" for a data set without samples, and names the first sample
--- holding NaN or an infinite value.
+--- Raises "who: ... is empty" for a data set without samples, and names the first
+-- sample holding NaN or an infinite value; returns the data set.
 function Dataset:check_usable(who, level)
   level = (level or 2) + 1
   if #self == 0 then error(who .. ": the data set " .. tostring(self.name) .. " is empty", level) end
@@ -118,8 +130,13 @@ function Dataset:check_usable(who, level)
   return self
 end
 
--- Random disjoint split: the first part holds `fraction` of the samples.
--- The permutation comes from `seed` alone, so it does not disturb the global generator.
+--- A random disjoint split: the first part holds `fraction` of the samples (from `seed`
+-- alone: the global generator is left as it was).
+-- @tparam number fraction in (0, 1)
+-- @tparam[opt=0] integer seed
+-- @treturn Dataset the fraction
+-- @treturn Dataset the rest
+-- @usage local attacker = train:split(1 / 3, 99)
 function Dataset:split(fraction, seed)
   if type(fraction) ~= "number" or fraction <= 0 or fraction >= 1 then
     error("split: fraction must be in (0, 1), got " .. tostring(fraction), 2)
@@ -137,7 +154,7 @@ function Dataset:split(fraction, seed)
   return self:subset(a), self:subset(b)
 end
 
--- Concatenation of data sets with the same input shape.
+--- The data sets of the list, one after the other (same input shape).
 function D.concat(list, name)
   local xs, ys, classes = {}, {}, 0
   for i, d in ipairs(list) do
@@ -147,7 +164,9 @@ function D.concat(list, name)
   return Dataset{x = T.cat(xs, 1), y = T.cat(ys, 1), classes = classes, name = name or list[1].name}
 end
 
--- In-place per-channel normalisation (x - mean) / std; returns self.
+--- Normalises x per channel in place, (x - mean) / std; returns the data set.
+-- @tparam table mean one value per channel
+-- @tparam table std one value per channel
 function Dataset:normalize(mean, std)
   local c = core.tensor.size(self.x, 2)
   if type(mean) ~= "table" or #mean ~= c or type(std) ~= "table" or #std ~= c then
@@ -160,7 +179,7 @@ function Dataset:normalize(mean, std)
   return self
 end
 
--- Per-channel mean and std of x (no copies).
+--- The per-channel means and standard deviations of x (two lists).
 function Dataset:channel_stats()
   local mean, std = {}, {}
   for k = 1, core.tensor.size(self.x, 2) do
@@ -169,10 +188,15 @@ function Dataset:channel_stats()
   return mean, std
 end
 
--- Iterator of (x, y) batches: for x, y in d:batches{size=128, shuffle=true} do ... end
--- opts: size, shuffle (seeded by the global generator), drop_last, augment ({pad=4, flip=0.5}).
+--- An iterator of (x, y, index) batches, and the number of batches.
+-- @tparam[opt] table opts
+-- @tparam[opt=128] integer opts.size (or batch_size)
+-- @tparam[opt=false] boolean opts.shuffle a new order each call, from the seeded generator
+-- @tparam[opt=false] boolean opts.drop_last drop a last, smaller batch
+-- @tparam[opt] table opts.augment {pad = 4, flip = 0.5}: random crops after padding, and flips
+-- @usage for x, y in train:batches{size = 64, shuffle = true} do ... end
 function Dataset:batches(opts)
-  opts = opts or {}
+  opts = U.check_options("batches", opts, {"size", "batch_size", "shuffle", "drop_last", "augment"})
   local size = opts.size or opts.batch_size or 128
   if math.type(size) ~= "integer" or size < 1 then error("batches: size must be a positive integer", 2) end
   local n = #self
@@ -197,6 +221,7 @@ function Dataset:batches(opts)
   end, nb
 end
 
+--- The number of batches of `size`.
 function Dataset:num_batches(size, drop_last)
   local n = #self
   return drop_last and n // size or (n + size - 1) // size
@@ -217,6 +242,8 @@ local function find(dir, base)
   end
 end
 
+--- The tensor an IDX file holds (raw or gzipped; any of its element types).
+-- @tparam string path
 function D.idx(path)
   if type(path) ~= "string" then error("data.idx: expects a file path", 2) end
   return core.data.read_idx(path)
@@ -248,10 +275,18 @@ local function normalize_by(train, test)
   test:normalize(m, s)
 end
 
--- train, test = loader{dir=, normalize=false}
 local function mnist_like(name, default_dir, hint)
+  --- train, test = ds.data.fashion_mnist{dir=, normalize=} / ds.data.mnist{dir=, normalize=}:
+  -- the training and test sets of 28x28 grey images (1 x 28 x 28 in [0, 1]) and 10
+  -- classes from the four standard IDX files (raw or .gz) in dir. Fashion-MNIST's default
+  -- directory is Debian's (package dataset-fashion-mnist); MNIST needs dir.
+  -- @tparam[opt] table opts
+  -- @tparam string opts.dir
+  -- @tparam[opt=false] boolean opts.normalize per-channel standardisation with the training set's statistics
+  -- @raise naming a missing or malformed file
+  -- @usage local train, test = ds.data.fashion_mnist{normalize = true}
   return function(opts)
-    opts = opts or {}
+    opts = U.check_options(name, opts, {"dir", "normalize"})
     local dir = opts.dir or default_dir
     if not dir then error(name .. ": give the directory holding the IDX files: {dir=...}", 2) end
     local train = idx_pair(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte", name .. "/train", hint)
@@ -265,9 +300,16 @@ D.fashion_mnist = mnist_like("fashion_mnist", D.FASHION_MNIST_DIR,
   " (the default directory comes with Debian's package: apt-get install dataset-fashion-mnist)")
 D.mnist = mnist_like("mnist", nil)
 
--- CIFAR-10 binary version: data_batch_1..5.bin and test_batch.bin in dir.
+--- train, test = ds.data.cifar10{dir=, normalize=, batches=}: CIFAR-10's binary
+-- version (3 x 32 x 32 images in [0, 1], 10 classes) from data_batch_1..5.bin and
+-- test_batch.bin in dir.
+-- @tparam table opts
+-- @tparam string opts.dir
+-- @tparam[opt=false] boolean opts.normalize
+-- @tparam[opt] table opts.batches the training files to read (default all five)
+-- @raise naming a missing or malformed file
 function D.cifar10(opts)
-  opts = opts or {}
+  opts = U.check_options("cifar10", opts, {"dir", "normalize", "batches"})
   local dir = opts.dir
   if not dir then error("cifar10: give the directory holding data_batch_1.bin ... test_batch.bin: {dir=...}", 2) end
   local function load(files, name)
@@ -289,6 +331,63 @@ function D.cifar10(opts)
   local test = load({"test_batch.bin"}, "cifar10/test")
   if opts.normalize then normalize_by(train, test) end
   return train, test
+end
+
+-- ---- writers: the same files the loaders read ----
+
+local function write_file(path, bytes)
+  require("deepsigns.safetensors").write_atomic(path, bytes)
+end
+
+-- An IDX file of unsigned bytes (big-endian header) from a tensor of byte values.
+local function write_idx(path, t)
+  local dims = core.tensor.size(t)
+  local head = {string.pack(">I4", 0x0800 + #dims)}
+  for _, d in ipairs(dims) do head[#head + 1] = string.pack(">I4", d) end
+  write_file(path, table.concat(head) .. core.tensor.to_bytes(t, "u8", 1))
+end
+
+local function check_images(d, who, channels, h, w)
+  if getmetatable(d) ~= Dataset then error(who .. ": expects data sets", 3) end
+  local s = core.tensor.size(d.x)
+  if #s ~= 4 or s[2] ~= channels or (h and (s[3] ~= h or s[4] ~= w)) then
+    error(string.format("%s: %s holds %s, the format takes N x %d x %s images", who, d.name, U.shape_str(s), channels,
+      h and (h .. " x " .. w) or "H x W"), 3)
+  end
+  if d.classes > 10 then error(who .. ": " .. d.name .. " has " .. d.classes .. " classes, the format takes 10", 3) end
+end
+
+--- Writes train and test (images in [0, 1], 1 channel) as the four MNIST IDX files in
+-- dir, which ds.data.mnist{dir=} reads back (pixels rounded to bytes).
+function D.write_mnist(dir, train, test)
+  for _, d in ipairs {train, test} do check_images(d, "data.write_mnist", 1) end
+  for _, part in ipairs {{train, "train"}, {test, "t10k"}} do
+    local d = part[1]
+    local s = core.tensor.size(d.x)
+    write_idx(dir .. "/" .. part[2] .. "-images-idx3-ubyte", core.ops.binary("mul", core.tensor.reshape(d.x, {s[1], s[3], s[4]}), 255))
+    write_idx(dir .. "/" .. part[2] .. "-labels-idx1-ubyte", d.y)
+  end
+end
+
+--- Writes train (split over `batches` files, default 5) and test (images in [0, 1],
+-- 3 x 32 x 32) as CIFAR-10's binary files in dir: data_batch_<i>.bin, test_batch.bin.
+function D.write_cifar10(dir, train, test, batches)
+  for _, d in ipairs {train, test} do check_images(d, "data.write_cifar10", 3, 32, 32) end
+  batches = batches or 5
+  local function records(d, first, last)
+    local parts = {}
+    local labels = core.tensor.flat(d.y)
+    for i = first, last do
+      parts[#parts + 1] = string.char(labels[i]) .. core.tensor.to_bytes(core.tensor.select(d.x, 1, i), "u8", 255)
+    end
+    return table.concat(parts)
+  end
+  local n = #train
+  for b = 1, batches do
+    local first, last = (b - 1) * n // batches + 1, b * n // batches
+    write_file(string.format("%s/data_batch_%d.bin", dir, b), records(train, first, last))
+  end
+  write_file(dir .. "/test_batch.bin", records(test, 1, #test))
 end
 
 return D

@@ -3,6 +3,7 @@ local core = require "deepsigns.core"
 local T = require "deepsigns.tensor"
 local A = require "deepsigns.autograd"
 local class = require "deepsigns.class"
+local U = require "deepsigns.util"
 
 local O = {}
 
@@ -17,10 +18,9 @@ function Optimizer:__init(params, opts, defaults)
     if not T.is_tensor(p) then error(self.__name .. ": parameter " .. i .. " is not a tensor", 3) end
     if not core.tensor.is_contiguous(p) then error(self.__name .. ": parameter " .. i .. " is not contiguous", 3) end
   end
-  opts = opts or {}
-  for k in pairs(opts) do
-    if defaults[k] == nil then error(self.__name .. ": unknown option '" .. tostring(k) .. "'", 3) end
-  end
+  local names = {}
+  for k in pairs(defaults) do names[#names + 1] = k end
+  opts = U.check_options(self.__name, opts, names, 4)
   for k, v in pairs(defaults) do
     local x = opts[k]
     if x == nil then x = v end
@@ -34,8 +34,8 @@ function Optimizer:__init(params, opts, defaults)
   self.initial_lr = self.lr
 end
 
--- Sets every parameter's gradient buffer to zero (a parameter without one yet is
--- left without; the next backward makes it).
+--- Sets every parameter's gradient buffer to zero (a parameter without one yet is left
+-- without; the next backward makes it).
 function Optimizer:zero_grad()
   for _, p in ipairs(self.params) do
     local g = A.grad(p)
@@ -43,20 +43,45 @@ function Optimizer:zero_grad()
   end
 end
 
--- One update of every parameter that has a gradient.
+--- Holds entries of parameter p at exactly zero (pruning): mask is a tensor of p's shape
+-- holding 0 (held) and 1 (trained). Each step zeroes the held entries' gradient before
+-- the update, so that moments and weight decay never move them, and multiplies p by the
+-- mask after it. mask = nil releases p.
+-- @raise for a tensor that is not a parameter of this optimiser, or a mask of another shape
+-- @usage opt:set_mask(layer.weight, layer.weight:ne(0))
+function Optimizer:set_mask(p, mask)
+  local index
+  for i, q in ipairs(self.params) do if rawequal(q, p) then index = i end end
+  if not index then error(self.__name .. ":set_mask: the tensor is not one of this optimiser's parameters", 2) end
+  if mask ~= nil then
+    if not T.is_tensor(mask) or not core.tensor.same_shape(mask, p) then
+      error(string.format("%s:set_mask: a mask of shape %s does not fit parameter %d of shape %s", self.__name,
+        T.is_tensor(mask) and U.shape_str(mask) or type(mask), index, U.shape_str(p)), 2)
+    end
+    core.ops.binary_("mul", p, p, mask)
+  end
+  self.masks = self.masks or {}
+  self.masks[index] = mask
+end
+
+--- One update of every parameter that has a gradient (in its .grad buffer).
 function Optimizer:step()
   self.iterations = self.iterations + 1
+  local masks = self.masks
   for i, p in ipairs(self.params) do
     local g = A.grad(p)
     if g ~= nil then
       if not core.tensor.is_contiguous(g) then g = core.tensor.clone(g) end
+      local mask = masks and masks[i]
+      if mask then core.ops.binary_("mul", g, g, mask) end
       self:update(p, g, self.state[i] or {}, i)
+      if mask then core.ops.binary_("mul", p, p, mask) end
     end
   end
 end
 
--- Optimiser state for checkpoints: tensors under prefix .. "<i>.<name>", and the
--- plain values (iterations, lr, per-parameter counters) as a table.
+--- The optimiser's state for checkpoints: its tensors put into `into` under
+-- prefix .. "<i>.<name>"; returns the plain values (iterations, lr, counters) as a table.
 function Optimizer:state_tensors(prefix, into)
   local plain = {iterations = self.iterations, lr = self.lr, params = {}}
   for i, st in pairs(self.state) do
@@ -69,6 +94,7 @@ function Optimizer:state_tensors(prefix, into)
   return plain
 end
 
+--- Restores the state state_tensors saved.
 function Optimizer:load_state_tensors(prefix, tensors, plain)
   self.iterations, self.lr = plain.iterations or 0, plain.lr or self.lr
   self.state = {}
@@ -85,6 +111,16 @@ end
 
 -- SGD with momentum, dampening, Nesterov and (L2) weight decay, as PyTorch.
 O.SGD = class("optim.SGD", Optimizer)
+--- optim.SGD(params, opts): stochastic gradient descent with momentum, dampening,
+-- Nesterov momentum and L2 weight decay, as PyTorch's.
+-- @tparam table params model:parameters()
+-- @tparam table opts
+-- @tparam number opts.lr required
+-- @tparam[opt=0] number opts.momentum
+-- @tparam[opt=0] number opts.dampening
+-- @tparam[opt=false] boolean opts.nesterov
+-- @tparam[opt=0] number opts.weight_decay
+-- @usage ds.optim.SGD(model:parameters(), {lr = 0.01, momentum = 0.9, nesterov = true})
 function O.SGD:__init(params, opts)
   Optimizer.__init(self, params, opts, {lr = "required", momentum = 0, dampening = 0, nesterov = false,
     weight_decay = 0})
@@ -102,6 +138,16 @@ end
 
 -- Adam (L2 weight decay) and AdamW (decoupled), as PyTorch.
 O.Adam = class("optim.Adam", Optimizer)
+--- optim.Adam(params, opts): Adam with bias-corrected moments, as PyTorch's; L2 weight
+-- decay, or decoupled (AdamW).
+-- @tparam table params model:parameters()
+-- @tparam[opt] table opts
+-- @tparam[opt=1e-3] number opts.lr
+-- @tparam[opt={0.9, 0.999}] table opts.betas
+-- @tparam[opt=1e-8] number opts.eps
+-- @tparam[opt=0] number opts.weight_decay
+-- @tparam[opt=false] boolean opts.decoupled AdamW's decay
+-- @usage ds.optim.Adam(model:parameters(), {lr = 1e-3})
 function O.Adam:__init(params, opts)
   Optimizer.__init(self, params, opts, {lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0,
     decoupled = false})
@@ -115,6 +161,7 @@ function O.Adam:update(p, g, st, i)
   core.optim.adam_step(p, g, st.m, st.v, self.lr, self.betas[1], self.betas[2], self.eps, self.weight_decay,
     self.decoupled, st.step)
 end
+--- Adam with decoupled weight decay (default 1e-2), as PyTorch's AdamW; options as Adam's.
 function O.AdamW(params, opts)
   opts = opts or {}
   local o = {}
@@ -127,6 +174,15 @@ end
 -- RMSprop as Keras: sq = rho sq + (1-rho) g^2; w -= lr_t g / (sqrt(sq) + eps), with
 -- Keras's time-based decay lr_t = lr / (1 + decay * iterations) (the DeepSigns demo's setting).
 O.RMSprop = class("optim.RMSprop", Optimizer)
+--- optim.RMSprop(params, opts): as Keras's, with its time-based decay lr / (1 + decay *
+-- iterations) (the DeepSigns demo's optimiser).
+-- @tparam table params
+-- @tparam[opt] table opts
+-- @tparam[opt=1e-3] number opts.lr
+-- @tparam[opt=0.9] number opts.rho
+-- @tparam[opt=1e-7] number opts.eps
+-- @tparam[opt=0] number opts.weight_decay
+-- @tparam[opt=0] number opts.decay
 function O.RMSprop:__init(params, opts)
   Optimizer.__init(self, params, opts, {lr = 1e-3, rho = 0.9, eps = 1e-7, weight_decay = 0, decay = 0})
 end
@@ -142,18 +198,27 @@ function Schedule:__init(opt, opts, fn)
   if type(opt) ~= "table" or opt.lr == nil then error(self.__name .. ": expects an optimiser", 3) end
   self.optimizer, self.opts, self.epoch, self.base_lr, self.fn = opt, opts or {}, 0, opt.lr, fn
 end
+--- Advances the schedule by one epoch and sets the optimiser's learning rate; returns it.
 function Schedule:step()
   self.epoch = self.epoch + 1
   self.optimizer.lr = self.fn(self.base_lr, self.epoch, self.opts)
   return self.optimizer.lr
 end
 
+--- A schedule multiplying the learning rate by gamma every step_size epochs.
+-- @param opt the optimiser
+-- @tparam table opts {step_size = (required), gamma = 0.1}
 function O.StepLR(opt, opts)
+  U.check_options("optim.StepLR", opts, {"step_size", "gamma"})
   if not (opts and opts.step_size) then error("optim.StepLR: option step_size is required", 2) end
   return Schedule(opt, opts, function(lr, e, o) return lr * (o.gamma or 0.1) ^ (e // o.step_size) end)
 end
 
+--- A schedule multiplying the learning rate by gamma at each milestone epoch.
+-- @param opt the optimiser
+-- @tparam table opts {milestones = {epochs} (required), gamma = 0.1}
 function O.MultiStepLR(opt, opts)
+  U.check_options("optim.MultiStepLR", opts, {"milestones", "gamma"})
   if not (opts and type(opts.milestones) == "table") then error("optim.MultiStepLR: option milestones is required", 2) end
   return Schedule(opt, opts, function(lr, e, o)
     local n = 0
@@ -162,7 +227,12 @@ function O.MultiStepLR(opt, opts)
   end)
 end
 
+--- A schedule annealing the learning rate along a half cosine to eta_min over T_max epochs.
+-- @param opt the optimiser
+-- @tparam table opts {T_max = (required), eta_min = 0}
+-- @usage local s = ds.optim.CosineAnnealingLR(opt, {T_max = 10}); ds.train{..., schedule = s}
 function O.CosineAnnealingLR(opt, opts)
+  U.check_options("optim.CosineAnnealingLR", opts, {"T_max", "eta_min"})
   if not (opts and opts.T_max) then error("optim.CosineAnnealingLR: option T_max is required", 2) end
   return Schedule(opt, opts, function(lr, e, o)
     local lo = o.eta_min or 0

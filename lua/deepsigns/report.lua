@@ -1,12 +1,14 @@
 -- Reports: CSV, JSON lines and gnuplot figures (PNG and SVG) of result rows.
 local cjson = require "cjson"
+local U = require "deepsigns.util"
 
 local R = {}
 
 local function columns(rows)
   local seen, cols = {}, {}
-  local first = {"attack", "strength", "seed", "accuracy", "accuracy_drop", "ber", "wb_p_value", "wb_detected",
-    "mismatches", "theta", "bb_p_value", "bb_owned", "removed", "success", "attack_seconds"}
+  local first = {"setup", "attack", "strength", "seed", "accuracy", "accuracy_drop", "ber", "wb_p_value", "wb_detected",
+    "wb_detected_paper", "wb_attack_success", "wb_attack_success_paper", "mismatches", "theta", "bb_p_value", "bb_owned",
+    "bb_attack_success", "attack_seconds"}
   for _, c in ipairs(first) do
     for _, r in ipairs(rows) do if r[c] ~= nil then cols[#cols + 1] = c; seen[c] = true; break end end
   end
@@ -65,47 +67,82 @@ function R.gnuplot_available()
   return os.execute("command -v gnuplot >/dev/null 2>&1") == true
 end
 
--- Plots the watermark score (BER or mismatches) and the accuracy against the
--- attack strength on two axes, as in the paper's figures. Writes stem.png and
--- stem.svg. opts: title, x ("strength"), score ("ber"|"mismatches"), xlabel, logx.
+-- The series of a plot: rows grouped by attack and setup (a line each), each sorted by x.
+local function series_of(rows, x, score)
+  local groups, order = {}, {}
+  for _, r in ipairs(rows) do
+    if type(r[x]) == "number" then
+      local name = tostring(r.attack or "")
+      if r.setup ~= nil and r.setup ~= cjson.null then name = tostring(r.setup) .. (name ~= "" and ", " .. name or "") end
+      if name == "" then name = score == "ber" and "bit error rate" or "mismatched keys" end
+      if not groups[name] then groups[name] = {}; order[#order + 1] = name end
+      table.insert(groups[name], r)
+    end
+  end
+  for _, name in ipairs(order) do table.sort(groups[name], function(a, b) return a[x] < b[x] end) end
+  return groups, order
+end
+
+local PLOT_OPTIONS = {"title", "x", "score", "xlabel", "logx"}
+
+-- report.plot(rows, stem, {title=, x="strength", score="ber"|"mismatches", xlabel=, logx=})
+-- Plots the watermark score (BER or mismatches, left axis) and the test accuracy (right
+-- axis, dashed) against x, one line per attack and setup (the rows' `attack` and
+-- `setup`), as in the paper's figures, with the legend outside the plot area. Writes
+-- stem.png and stem.svg (and the gnuplot script and data beside them); returns both paths.
 function R.plot(rows, stem, opts)
-  opts = opts or {}
+  opts = U.check_options("report.plot", opts, PLOT_OPTIONS)
+  if type(rows) ~= "table" then error("report.plot: expects a list of rows", 2) end
+  if type(stem) ~= "string" then error("report.plot: argument #2 must be the output path (without extension)", 2) end
   if not R.gnuplot_available() then
     error("report.plot: gnuplot is not installed (apt-get install gnuplot-nox); the rows are still in your CSV", 2)
   end
   stem = stem:gsub("%.png$", ""):gsub("%.svg$", "")
   local x = opts.x or "strength"
   local score = opts.score or (rows[1] and rows[1].ber ~= nil and "ber" or "mismatches")
-  local sorted = {}
-  for i, r in ipairs(rows) do sorted[i] = r end
-  table.sort(sorted, function(a, b) return a[x] < b[x] end)
+  local groups, order = series_of(rows, x, score)
+  if #order == 0 then error("report.plot: no row has a numeric '" .. x .. "' to plot against", 2) end
   local dat = stem .. ".dat"
-  local f = assert(io.open(dat, "w"))
-  for _, r in ipairs(sorted) do
-    f:write(string.format("%.10g %.10g %.10g\n", r[x], r[score] or 0, 100 * (r.accuracy or 0)))
+  local lines = {}
+  for _, name in ipairs(order) do -- one gnuplot data block per series, two blank lines apart
+    for _, r in ipairs(groups[name]) do
+      local v = r[score]
+      lines[#lines + 1] = string.format("%.10g %s %.10g", r[x], type(v) == "number" and string.format("%.10g", v) or "NaN",
+        100 * (r.accuracy or 0))
+    end
+    lines[#lines + 1] = "\n"
   end
-  f:close()
+  R.write(dat, table.concat(lines, "\n") .. "\n")
   local label = score == "ber" and "bit error rate" or "mismatched keys"
   local script = {
     "set title '" .. (opts.title or "watermark under attack"):gsub("'", "") .. "'",
     "set xlabel '" .. (opts.xlabel or x):gsub("'", "") .. "'",
     "set ylabel '" .. label .. "'",
     "set y2label 'test accuracy (%)'",
-    "set ytics nomirror", "set y2tics", "set grid", "set key bottom left",
+    "set ytics nomirror", "set y2tics", "set grid",
+    "set key outside right top vertical box",
     opts.logx and "set logscale x" or "",
     score == "ber" and "set yrange [0:1]" or "set yrange [0:*]",
   }
-  local plot = string.format("plot '%s' using 1:2 with linespoints lw 2 title '%s' axes x1y1, "
-    .. "'%s' using 1:3 with linespoints lw 2 dt 2 title 'accuracy' axes x1y2", dat, label, dat)
+  local parts = {}
+  for i, name in ipairs(order) do
+    local t = name:gsub("'", "")
+    parts[#parts + 1] = string.format("'%s' index %d using 1:2 with linespoints lw 2 lc %d title '%s'", dat, i - 1, i,
+      #order > 1 and t .. " (" .. label .. ")" or label)
+    parts[#parts + 1] = string.format("'%s' index %d using 1:3 with linespoints lw 1 dt 2 lc %d title '%s' axes x1y2",
+      dat, i - 1, i, #order > 1 and t .. " (accuracy)" or "accuracy")
+  end
+  local plot = "plot " .. table.concat(parts, ", \\\n  ")
   local gp = stem .. ".gp"
-  local g = assert(io.open(gp, "w"))
-  g:write(table.concat(script, "\n"), "\n")
-  g:write("set terminal pngcairo size 800,500\nset output '", stem, ".png'\n", plot, "\n")
-  g:write("set terminal svg size 800,500\nset output '", stem, ".svg'\n", plot, "\n")
-  g:close()
+  R.write(gp, table.concat(script, "\n") .. "\n"
+    .. "set terminal pngcairo size 1000,500\nset output '" .. stem .. ".png'\n" .. plot .. "\n"
+    .. "set terminal svg size 1000,500\nset output '" .. stem .. ".svg'\n" .. plot .. "\n")
   local ok = os.execute("gnuplot '" .. gp .. "' 2>/dev/null")
   if ok ~= true then error("report.plot: gnuplot failed on " .. gp, 2) end
   return stem .. ".png", stem .. ".svg"
 end
+
+-- Writes text to path atomically.
+function R.write(path, text) require("deepsigns.safetensors").write_atomic(path, text) end
 
 return R

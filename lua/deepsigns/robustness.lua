@@ -2,9 +2,12 @@
 -- marked model and check its keys afterwards. One row per run.
 --   rows = ds.robustness{model=, test=, data=, attack="prune", strengths={0.5, 0.9},
 --                        wb_key=, bb_key=, options={}, seeds={1}, max_drop=5, alpha=, p=, realign=}
--- A run "removes" the mark when no given key detects it any more; it is a
--- successful attack when it removes the mark AND the accuracy drop is at most
--- max_drop points (the literature's rule; both limits are parameters).
+-- Each mark gets its own verdict. White-box: wb_detected (p-value < alpha) and
+-- wb_detected_paper (the paper's rule, BER = 0); black-box: bb_owned. The attack
+-- succeeds against a mark (wb_attack_success, bb_attack_success) when that mark is no
+-- longer detected AND the accuracy dropped by at most max_drop points (the
+-- literature's rule; both limits are parameters); for the white-box mark "no longer
+-- detected" is our rule's (p-value), wb_attack_success_paper the paper's.
 local core = require "deepsigns.core"
 local evaluate = require("deepsigns.train").evaluate
 
@@ -42,7 +45,7 @@ function RB.check(model, cfg)
   if cfg.wb_key then
     local wb = require "deepsigns.watermark.whitebox"
     local e = wb.extract(model, cfg.wb_key, {alpha = cfg.alpha, realign = cfg.realign})
-    r.ber, r.wb_p_value, r.wb_detected = e.ber, e.p_value, e.detected
+    r.ber, r.wb_p_value, r.wb_detected, r.wb_detected_paper = e.ber, e.p_value, e.detected, e.detected_paper
   end
   if cfg.bb_key then
     local bb = require "deepsigns.watermark.blackbox"
@@ -61,10 +64,19 @@ function RB.run_one(cfg, name, strength, seed)
   local row = {attack = name, strength = strength, seed = seed, accuracy = acc,
     accuracy_drop = 100 * (cfg.base_accuracy - acc), attack_seconds = secs}
   for k, v in pairs(RB.check(attacked, cfg)) do row[k] = v end
-  local still = (cfg.wb_key and row.wb_detected) or (cfg.bb_key and row.bb_owned)
-  row.removed = not still
-  row.success = row.removed and row.accuracy_drop <= (cfg.max_drop or 5)
+  RB.verdicts(row, cfg.max_drop)
   return row, attacked
+end
+
+-- Adds each mark's attack verdict to a row holding its detections and accuracy_drop.
+function RB.verdicts(row, max_drop)
+  local kept = row.accuracy_drop <= (max_drop or 5)
+  if row.wb_detected ~= nil then
+    row.wb_attack_success = not row.wb_detected and kept
+    row.wb_attack_success_paper = not row.wb_detected_paper and kept
+  end
+  if row.bb_owned ~= nil then row.bb_attack_success = not row.bb_owned and kept end
+  return row
 end
 
 function RB.run(cfg)

@@ -118,22 +118,26 @@ function S.decode(s, path)
   return tensors, metadata
 end
 
--- Atomic write of `bytes` to path.
+-- Atomic write of `bytes` to path: a temporary file beside it, flushed and synced, then
+-- renamed into place. On any error, an interrupt (Ctrl-C) included, the temporary file
+-- is removed and path is as it was.
 function S.write_atomic(path, bytes)
   local tmp = string.format("%s.tmp-%d-%d", path, os.time(), math.random(1 << 30))
-  local f, err = io.open(tmp, "wb")
-  if not f then error("save: cannot write " .. path .. " (" .. tostring(err) .. ")", 0) end
-  local ok, werr = f:write(bytes)
-  local flushed = ok and f:flush()
-  f:close()
-  if not (ok and flushed and core.sys.fsync(tmp)) then
+  local ok, err = pcall(function()
+    local f, oerr = io.open(tmp, "wb")
+    if not f then error("save: cannot write " .. path .. " (" .. tostring(oerr) .. ")", 0) end
+    local written, werr = f:write(bytes)
+    local flushed = written and f:flush()
+    f:close()
+    if not (written and flushed and core.sys.fsync(tmp)) then
+      error("save: writing " .. path .. " failed (" .. tostring(werr or "disk full?") .. "); nothing was changed", 0)
+    end
+    local renamed, rerr = os.rename(tmp, path)
+    if not renamed then error("save: cannot move the new file into place at " .. path .. " (" .. tostring(rerr) .. ")", 0) end
+  end)
+  if not ok then
     os.remove(tmp)
-    error("save: writing " .. path .. " failed (" .. tostring(werr or "disk full?") .. "); nothing was changed", 0)
-  end
-  local renamed, rerr = os.rename(tmp, path)
-  if not renamed then
-    os.remove(tmp)
-    error("save: cannot move the new file into place at " .. path .. " (" .. tostring(rerr) .. ")", 0)
+    error(err, 0)
   end
 end
 

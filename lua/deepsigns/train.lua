@@ -4,7 +4,7 @@
 --
 -- A regularizer adds a term to the loss; the loop knows nothing else of it:
 --   {name = "reg", layers = {"fc2"}, loss = function(batch, acts) ... end, optimizer = opt}
--- loss(batch, acts) gets the batch {x=, y=, logits=, epoch=, index=} and acts, the
+-- loss(batch, acts) gets the batch {x=, y=, logits=, epoch=, index=, batches=} and acts, the
 -- outputs of the named layers in this forward pass (with their graph), and returns a
 -- scalar tensor, or nil for no term this batch. optimizer (optional) trains the
 -- regularizer's own parameters: it is zeroed and stepped with the model's and saved in
@@ -29,16 +29,28 @@ local function correct(logits, y)
 end
 TR.correct = correct
 
+--- The model's accuracy and mean cross-entropy on a data set, in eval mode, without a graph.
+-- @param model the model
+-- @param data a data set
+-- @tparam[opt] table opts {batch_size = 1000}
+-- @treturn table {accuracy = fraction correct, loss = mean cross-entropy, n = samples}
+-- @raise for an empty data set, a sample holding NaN or infinity (named), or non-finite model outputs
+-- @usage print(ds.evaluate(model, test).accuracy)
 function TR.evaluate(model, data, opts)
   if type(model) ~= "table" or type(model.forward) ~= "function" then error("evaluate: argument #1 must be a model", 2) end
-  if type(data) ~= "table" or not data.x then error("evaluate: argument #2 must be a data set", 2) end
-  opts = opts or {}
+  if type(data) ~= "table" or not data.x or not data.check_usable then error("evaluate: argument #2 must be a data set", 2) end
+  opts = U.check_options("evaluate", opts, {"batch_size"})
+  data:check_usable("evaluate")
   local was = model.training
   model:eval()
   local ok, res = pcall(A.no_grad, function()
     local n, right, loss_sum = 0, 0, 0
     for x, y in data:batches{size = opts.batch_size or 1000} do
       local logits = model(x)
+      if not core.ops.all_finite(logits) then
+        error(string.format("evaluate: the model's outputs are not finite (NaN or infinite) for samples %d..%d of %s",
+          n + 1, n + core.tensor.size(y, 1), tostring(data.name)), 0)
+      end
       local b = core.tensor.size(y, 1)
       loss_sum = loss_sum + core.tensor.item((core.nn.cross_entropy(logits, y))) * b
       right = right + correct(logits, y)
@@ -190,7 +202,42 @@ local function exists(path)
   return f ~= nil
 end
 
--- ds.train{...} (see the top of this file and ds.help(ds.train)).
+--- Trains a model: each batch runs the forward pass, the loss (cross-entropy, plus each
+-- regularizer's term), one backward pass and an optimiser step; prints a progress line
+-- per epoch (a bar on a terminal).
+-- A regularizer is {name=, layers={layer names}, loss=function(batch, acts), optimizer=}:
+-- its loss gets the batch {x=, y=, logits=, epoch=, index=, batches=} and the named
+-- layers' outputs of this forward pass, and returns a scalar tensor (or nil); its own
+-- optimiser, if any, is stepped with the model's. A Ctrl-C in the deepsigns interpreter
+-- stops training at the next batch boundary.
+-- @tparam table opts
+-- @param opts.model the model (an nn.Module)
+-- @param opts.data the training data set (ds.data.Dataset)
+-- @tparam[opt=1] integer opts.epochs
+-- @tparam[opt=128] integer opts.batch_size
+-- @param[opt=Adam(lr)] opts.optimizer an optimiser over the model's parameters
+-- @tparam[opt=1e-3] number opts.lr the default optimiser's learning rate
+-- @param[opt] opts.schedule a learning-rate schedule (ds.optim.StepLR, ...), stepped each epoch
+-- @tparam[opt] table opts.regularizers a list of regularizers (whitebox keys give theirs: key:regularizer())
+-- @param[opt] opts.test a data set evaluated after each epoch (test_accuracy in the history)
+-- @param[opt] opts.loss function(logits, y, x) returning the loss (default: cross-entropy)
+-- @tparam[opt=true] boolean opts.shuffle shuffle the batches each epoch
+-- @tparam[opt=false] boolean opts.drop_last drop a last, smaller batch
+-- @tparam[opt] table opts.augment {pad=4, flip=0.5}: random crops and flips of image batches
+-- @tparam[opt="error"] string opts.on_nonfinite "error", "skip" (the batch) or "ignore" a non-finite loss or gradient
+-- @tparam[opt] string opts.checkpoint a file saved after every epoch (model, optimisers, generator,
+-- schedule, history); when it exists, training resumes from it
+-- @tparam[opt=false] boolean opts.fresh start over even when the checkpoint exists
+-- @param[opt] opts.progress true/false: show progress (default: a bar on a terminal, lines otherwise)
+-- @param[opt] opts.log a path "train.csv" that gets the epochs' statistics, or a function(line) for the progress lines
+-- @param[opt] opts.on_epoch function(epoch, stats); returning false stops training
+-- @treturn table the history: one table per epoch {epoch, loss, accuracy, test_accuracy,
+-- test_loss, lr, seconds, samples_per_sec, skipped, regularizers = {name = mean}}
+-- @raise for an unknown option (naming the nearest valid one), an empty data set, a
+-- non-finite loss or gradient (naming the epoch and batch), a checkpoint of another model
+-- @usage local opt = ds.optim.Adam(model:parameters(), {lr = 1e-3})
+-- ds.train{model = model, data = train, test = test, epochs = 5, optimizer = opt,
+--          schedule = ds.optim.CosineAnnealingLR(opt, {T_max = 5}), checkpoint = "run.ckpt"}
 function TR.train(opts)
   if type(opts) ~= "table" then error("train: expects an option table {model=, data=, ...}", 2) end
   U.check_options("train", opts, TRAIN_OPTIONS)
@@ -257,7 +304,7 @@ function TR.train(opts)
           logits = model(x)
         end
         local loss = loss_fn(logits, y, x)
-        local batch = {x = x, y = y, logits = logits, epoch = epoch, index = b}
+        local batch = {x = x, y = y, logits = logits, epoch = epoch, index = b, batches = nb}
         local total, reg_vals = loss, {}
         for _, r in ipairs(regs) do
           local rl = r.loss(batch, acts)

@@ -6,12 +6,15 @@ local U = require "deepsigns.util"
 local C = {}
 
 C.Sequential = class("nn.Sequential", Module)
+--- nn.Sequential(m1, m2, ...): applies its children in order. An error inside a child
+-- names it: "in module 3 (nn.Linear 'fc2') of nn.Sequential: ...".
+-- @usage local m = ds.nn.Sequential(ds.nn.Flatten(), ds.nn.Linear(784, 10):named("out"))
 function C.Sequential:__init(...)
   Module.__init(self)
   for i, m in ipairs {...} do self:add(m) end
 end
 
--- add(module) or add(name, module)
+--- Appends a child: seq:add(module) or seq:add(name, module); returns the Sequential.
 function C.Sequential:add(a, b)
   local name, m = a, b
   if b == nil then name, m = nil, a end
@@ -37,6 +40,8 @@ function C.Sequential:__len() return #self._children end
 
 -- y = block(x) + shortcut(x) (shortcut defaults to identity)
 C.Residual = class("nn.Residual", Module)
+--- nn.Residual(block, shortcut): y = block(x) + shortcut(x), the shortcut the identity
+-- when not given.
 function C.Residual:__init(block, shortcut)
   Module.__init(self)
   self:add_child("block", block)

@@ -27,6 +27,7 @@ end
 -- mismatches of an unmarked model; the model is claimed when mismatches < theta.
 function BB.threshold(opts)
   if type(opts) ~= "table" then error("blackbox.threshold: expects {K=, classes=, p=}", 2) end
+  U.check_options("blackbox.threshold", opts, {"K", "classes", "p"})
   local k, c, p = opts.K, opts.classes or 10, opts.p or BB.DEFAULT_P
   if math.type(k) ~= "integer" or k < 1 then error("blackbox.threshold: K must be a positive integer", 2) end
   if math.type(c) ~= "integer" or c < 2 then error("blackbox.threshold: classes must be an integer >= 2", 2) end
@@ -47,7 +48,12 @@ local function predict(model, x)
   local ok, err = pcall(A.no_grad, function()
     for s = 1, n, 1000 do
       local len = math.min(1000, n - s + 1)
-      local _, idx = core.ops.max(model(core.tensor.narrow(x, 1, s, len)), 2)
+      local logits = model(core.tensor.narrow(x, 1, s, len))
+      if not core.ops.all_finite(logits) then
+        error(string.format("blackbox: the model's outputs for inputs %d..%d are not finite (NaN or infinite)", s,
+          s + len - 1), 0)
+      end
+      local _, idx = core.ops.max(logits, 2)
       for _, v in ipairs(core.tensor.flat(idx)) do out[#out + 1] = v end
     end
   end)
@@ -72,7 +78,9 @@ local function query(suspect, x, k)
   return predict(suspect, x)
 end
 
-local function check_model(key, model)
+-- The model takes the key's inputs and answers with key.classes outputs, or an error
+-- naming who asked (e.g. "blackbox.detect").
+local function check_model(key, model, who)
   local ok, out = pcall(A.no_grad, function()
     local was = model.training
     model:eval()
@@ -81,21 +89,55 @@ local function check_model(key, model)
     return o
   end)
   if not ok then
-    error("blackbox: the key's inputs (" .. U.shape_str(key.input_shape) .. ") do not fit the model: "
-      .. U.strip_location(out), 0)
+    error(who .. ": inputs of " .. U.shape_str(key.input_shape) .. " do not fit the model: " .. U.strip_location(out), 0)
   end
-  if core.tensor.size(out, 2) ~= key.classes then
-    error(string.format("blackbox: the key is for %d classes, the model has %d outputs", key.classes, core.tensor.size(out, 2)), 0)
+  if core.tensor.dim(out) ~= 2 or core.tensor.size(out, 2) ~= key.classes then
+    error(string.format("%s: %d classes expected, the model has %s outputs", who, key.classes, U.shape_str(out)), 0)
   end
 end
 
--- {mismatches, theta, p_value = P(M <= mismatches), owned = mismatches < theta, K, expected}
+-- The calibrated null: each key's chance of being answered as chosen by an unmarked
+-- model, from the null models' answers (matches[i] of n), smoothed by one pseudo-model
+-- answering at chance 1/C: q_i = (matches_i + 1/C) / (n + 1).
+local function null_rates(cal, classes)
+  local q = {}
+  for i, k in ipairs(cal.matches) do q[i] = (k + 1 / classes) / (cal.models + 1) end
+  return q
+end
+
+-- P(M <= m) for M the number of keys an unmarked model gets wrong, when key i is
+-- answered as chosen independently with probability q_i (a Poisson-binomial).
+local function poisson_binomial_cdf(q, m)
+  local dist = {[0] = 1} -- dist[j]: P(j mismatches so far)
+  for i, qi in ipairs(q) do
+    local next = {}
+    for j = 0, i do
+      next[j] = (dist[j] or 0) * qi + (dist[j - 1] or 0) * (1 - qi)
+    end
+    dist = next
+  end
+  local acc = 0
+  for j = 0, math.min(m, #q) do acc = acc + dist[j] end
+  return math.min(1, acc)
+end
+
+local DETECT_OPTIONS = {"p"}
+
+-- {mismatches, theta, p_value, p_value_calibrated, p_value_rank, verdict, owned, K, p, expected}
+-- p_value: P(M <= mismatches) with M ~ Binomial(K, 1 - 1/C), the mismatches of an unmarked
+-- model if it answered every key at chance; theta: the threshold that gives (owned when
+-- mismatches < theta, i.e. p_value <= p). A key calibrated against unmarked models
+-- (blackbox.calibrate) adds p_value_calibrated (the same tail with each key's measured
+-- rate: keys unmarked models often answer as chosen count less) and p_value_rank (the
+-- share of the calibration models with at most this many mismatches, (1 + count) / (1 + n),
+-- which cannot go below 1 / (n + 1)); the verdict then uses the larger of p_value and
+-- p_value_calibrated, and `verdict` says which ("binomial" or "calibrated").
 function BB.detect(suspect, key, opts)
   if getmetatable(key) ~= Key then error("blackbox.detect: argument #2 must be a black-box key", 2) end
-  opts = opts or {}
+  opts = U.check_options("blackbox.detect", opts, DETECT_OPTIONS)
   local p = opts.p or key.p or BB.DEFAULT_P
   local theta = BB.threshold{K = key.K, classes = key.classes, p = p}
-  if type(suspect) == "table" and suspect.forward then check_model(key, suspect) end
+  if type(suspect) == "table" and suspect.forward then check_model(key, suspect, "blackbox.detect") end
   local labels = query(suspect, key.inputs, key.K)
   local want = core.tensor.flat(key.labels)
   local m = 0
@@ -107,8 +149,51 @@ function BB.detect(suspect, key, opts)
     if math.tointeger(got) ~= math.tointeger(want[i]) then m = m + 1 end -- compared as class ids
   end
   local perr = 1 - 1 / key.classes
-  return {mismatches = m, theta = theta, p_value = stats.binom_cdf(m, key.K, perr), owned = m < theta, K = key.K,
-    p = p, expected = key.K * perr}
+  local r = {mismatches = m, theta = theta, p_value = stats.binom_cdf(m, key.K, perr), K = key.K, p = p,
+    expected = key.K * perr, verdict = "binomial"}
+  local used = r.p_value
+  if key.calibration then
+    local cal = key.calibration
+    r.p_value_calibrated = poisson_binomial_cdf(null_rates(cal, key.classes), m)
+    local at_most = 0
+    for _, v in ipairs(cal.mismatches) do if v <= m then at_most = at_most + 1 end end
+    r.p_value_rank = (1 + at_most) / (1 + cal.models)
+    if r.p_value_calibrated > used then used, r.verdict = r.p_value_calibrated, "calibrated" end
+  end
+  r.owned = used <= p
+  return r
+end
+
+local CALIBRATE_OPTIONS = {"key", "null_models"}
+
+-- blackbox.calibrate{key=, null_models={...}}: how independently trained unmarked models
+-- answer the key's inputs. Stores in the key (and returns) {models = n, matches = {per key:
+-- how many models answered it as chosen}, mismatches = {per model}}; blackbox.detect then
+-- also reports the calibrated p-values. Needs at least 2 models with the key's input shape
+-- and class count; models that helped choose the keys (keygen's null_models) are no
+-- independent test of them.
+function BB.calibrate(opts)
+  opts = U.check_options("blackbox.calibrate", opts, CALIBRATE_OPTIONS)
+  local key, models = opts.key, opts.null_models
+  if getmetatable(key) ~= Key then error("blackbox.calibrate: option 'key' must be a black-box key", 2) end
+  if type(models) ~= "table" or #models < 2 then
+    error("blackbox.calibrate: null_models must list at least 2 unmarked models, got "
+      .. (type(models) == "table" and #models or type(models)), 2)
+  end
+  local want = core.tensor.flat(key.labels)
+  local cal = {models = #models, matches = {}, mismatches = {}}
+  for i = 1, key.K do cal.matches[i] = 0 end
+  for j, nm in ipairs(models) do
+    if type(nm) ~= "table" or not nm.forward then error("blackbox.calibrate: null model " .. j .. " is not a model", 2) end
+    check_model(key, nm, "blackbox.calibrate: null model " .. j)
+    local got, m = predict(nm, key.inputs), 0
+    for i = 1, key.K do
+      if got[i] == math.tointeger(want[i]) then cal.matches[i] = cal.matches[i] + 1 else m = m + 1 end
+    end
+    cal.mismatches[j] = m
+  end
+  key.calibration = cal
+  return cal
 end
 
 -- Candidate inputs shaped like the data: "uniform" pixels in [0,1], "gaussian", or
@@ -121,6 +206,10 @@ local function candidates(source, n, data)
   elseif source == "gaussian" then
     x = core.rng.randn(shape, 0.5, 0.25)
   elseif type(source) == "table" and source.x then
+    if U.shape_str(source:input_shape()) ~= U.shape_str(data:input_shape()) then
+      error(string.format("blackbox.keygen: the candidate source's inputs are %s, the data's %s",
+        U.shape_str(source:input_shape()), U.shape_str(data:input_shape())), 0)
+    end
     local idx = core.rng.randperm(#source)
     if #idx < n then error(string.format("blackbox.keygen: the candidate source has %d images, %d are needed", #idx, n), 0) end
     return core.ops.index_select(source.x, table.move(idx, 1, n, 1, {}))
@@ -137,21 +226,98 @@ local function candidates(source, n, data)
   return x
 end
 
--- key = blackbox.keygen{model=, data=, K=20, null_models={...}, epochs=2, optimizer=, lr=8e-4,
---   batch_size=128, candidates=40*K, source="uniform", rounds=5, repeat_candidates=1, seed=, p=}
--- Marks `model` in place (fine-tuning) and returns the key.
+-- Labels for n candidates, balanced over the given classes (a list) in a random order.
+local function balanced_labels(n, classes)
+  local perm, y = core.rng.randperm(n), {}
+  for i = 1, n do y[perm[i]] = classes[(i - 1) % #classes + 1] end
+  return y
+end
+
+-- The margin of each row's chosen label: its logit minus the largest other (> 0: answered as chosen).
+local function margins(model, x, labels)
+  local out, n = {}, core.tensor.size(x, 1)
+  local was = model.training
+  model:eval()
+  local ok, err = pcall(A.no_grad, function()
+    for s = 1, n, 1000 do
+      local len = math.min(1000, n - s + 1)
+      local z = core.tensor.totable(model(core.tensor.narrow(x, 1, s, len)))
+      for r, row in ipairs(z) do
+        local want = labels[s + r - 1] + 1
+        local best = -math.huge
+        for c, v in ipairs(row) do if c ~= want and v > best then best = v end end
+        out[#out + 1] = row[want] - best
+      end
+    end
+  end)
+  model:train(was)
+  if not ok then error(err, 0) end
+  return out
+end
+
+-- Keys from the eligible candidates (answered as chosen by the marked model, by no null
+-- model), in order of margin, at most `cap` per class: appended to keys.
+local function select_keys(keys, cx, cy, eligible, margin, cap, nkeys, by_margin)
+  table.sort(eligible, function(a, b)
+    if by_margin and margin[a] ~= margin[b] then return margin[a] > margin[b] end
+    return a < b
+  end)
+  for _, i in ipairs(eligible) do
+    if #keys.y >= nkeys then break end
+    local c = cy[i]
+    if (keys.per_class[c] or 0) < cap then
+      keys.per_class[c] = (keys.per_class[c] or 0) + 1
+      keys.x[#keys.x + 1] = core.tensor.narrow(cx, 1, i, 1)
+      keys.y[#keys.y + 1] = c
+    end
+  end
+end
+
+local function per_class_text(per_class, classes)
+  local parts = {}
+  for c = 0, classes - 1 do parts[#parts + 1] = c .. ":" .. (per_class[c] or 0) end
+  return table.concat(parts, " ")
+end
+
+local KEYGEN_OPTIONS = {"model", "data", "K", "null_models", "seed", "p", "source", "candidates", "rounds", "epochs",
+  "optimizer", "lr", "batch_size", "repeat_candidates", "select", "progress", "log"}
+
+-- key = blackbox.keygen{model=, data=, K=20, null_models={...}, seed=0, p=1e-4,
+--   source="uniform" | "gaussian" | a data set, candidates=40*K, rounds=5, epochs=2,
+--   optimizer=SGD(lr, Nesterov 0.9) | function(params), lr=8e-4, batch_size=128,
+--   repeat_candidates=1, select="margin" | "first"}
+-- Draws candidate inputs with labels balanced over the classes, keeps those the model
+-- does not answer as chosen, trains the model on the data and the candidates (`epochs`
+-- epochs: the paper's 2-epoch fine-tune of a trained model, or a whole training of a
+-- fresh one), and keeps as keys the candidates the model now answers as chosen and no
+-- null model does, largest margin first, at most ceil(2K/C) per class. Marks `model` in
+-- place and returns the key.
 function BB.keygen(opts)
-  if type(opts) ~= "table" then error("blackbox.keygen: expects an option table", 2) end
+  opts = U.check_options("blackbox.keygen", opts, KEYGEN_OPTIONS)
   local model, data = opts.model, opts.data
   if type(model) ~= "table" or not model.forward then error("blackbox.keygen: option 'model' must be a model", 2) end
   if type(data) ~= "table" or not data.x then error("blackbox.keygen: option 'data' must be a data set", 2) end
+  data:check_usable("blackbox.keygen")
+  local C = data.classes
+  local present = 0
+  for _, n in pairs(data:class_counts()) do if n > 0 then present = present + 1 end end
+  if present < 2 then error("blackbox.keygen: the data set " .. tostring(data.name) .. " holds a single class", 2) end
   local nkeys = opts.K or 20
   if math.type(nkeys) ~= "integer" or nkeys < 1 then error("blackbox.keygen: K must be a positive integer", 2) end
   local seed = opts.seed or 0
-  local rounds = opts.rounds or 5
-  local ncand = opts.candidates or 40 * nkeys
-  local C = data.classes
+  if math.type(seed) ~= "integer" then error("blackbox.keygen: seed must be an integer", 2) end
+  local rounds, ncand = opts.rounds or 5, opts.candidates or 40 * nkeys
+  for name, v in pairs {rounds = rounds, candidates = ncand, epochs = opts.epochs or 2} do
+    if math.type(v) ~= "integer" or v < 1 then error("blackbox.keygen: " .. name .. " must be a positive integer", 2) end
+  end
+  local select = opts.select or "margin"
+  if select ~= "margin" and select ~= "first" then error('blackbox.keygen: select must be "margin" or "first"', 2) end
+  local cap = math.ceil(2 * nkeys / C)
+  if cap * C < nkeys then error("blackbox.keygen: K is too large for the classes", 2) end
+  local probe = {K = nkeys, classes = C, input_shape = data:input_shape(), inputs = core.tensor.narrow(data.x, 1, 1, 1)}
+  check_model(probe, model, "blackbox.keygen: the model")
   local null_models = opts.null_models or {}
+  for j, nm in ipairs(null_models) do check_model(probe, nm, "blackbox.keygen: null model " .. j) end
   local D = require "deepsigns.data"
   local train = require "deepsigns.train"
   local optim = require "deepsigns.optim"
@@ -159,12 +325,13 @@ function BB.keygen(opts)
   core.rng.seed(seed)
   local t0 = core.sys.clock()
   local ok, res = pcall(function()
-    local keys_x, keys_y = {}, {}
-    local found = 0
+    local keys = {x = {}, y = {}, per_class = {}}
+    local eligible_total = 0
     for round = 1, rounds do
       local x = candidates(opts.source or "uniform", ncand, data)
-      local y = {}
-      for i = 1, ncand do y[i] = core.rng.randint(0, C - 1) end
+      local open = {} -- the classes that can still take keys
+      for c = 0, C - 1 do if (keys.per_class[c] or 0) < cap then open[#open + 1] = c end end
+      local y = balanced_labels(ncand, open)
       local before = predict(model, x)
       local keep = {}
       for i = 1, ncand do if before[i] ~= y[i] then keep[#keep + 1] = i end end
@@ -174,48 +341,49 @@ function BB.keygen(opts)
         local cand = D.Dataset{x = cx, y = core.tensor.from_table(cy), classes = C, name = "candidates"}
         local parts = {data}
         for _ = 1, opts.repeat_candidates or 1 do parts[#parts + 1] = cand end
-        if found > 0 then -- keep the keys found so far marked
-          parts[#parts + 1] = D.Dataset{x = T.cat(keys_x, 1), y = core.tensor.from_table(keys_y), classes = C, name = "keys"}
+        if #keys.y > 0 then -- keep the keys found so far marked
+          parts[#parts + 1] = D.Dataset{x = T.cat(keys.x, 1), y = core.tensor.from_table(keys.y), classes = C, name = "keys"}
         end
-        local mix = D.concat(parts, "owner+candidates")
-        train.train{model = model, data = mix, epochs = opts.epochs or 2, batch_size = opts.batch_size or 128,
-          optimizer = opts.optimizer or optim.SGD(model:parameters(), {lr = opts.lr or 8e-4, momentum = 0.9, nesterov = true}),
+        local opt = opts.optimizer
+        if type(opt) == "function" then opt = opt(model:parameters()) end
+        train.train{model = model, data = D.concat(parts, "owner+candidates"), epochs = opts.epochs or 2,
+          batch_size = opts.batch_size or 128,
+          optimizer = opt or optim.SGD(model:parameters(), {lr = opts.lr or 8e-4, momentum = 0.9, nesterov = true}),
           progress = opts.progress or false, log = opts.log}
-        local after = predict(model, cx)
+        local margin = margins(model, cx, cy)
         local nulls = {}
         for k, nm in ipairs(null_models) do nulls[k] = predict(nm, cx) end
+        local eligible = {}
         for i = 1, #keep do
-          if found < nkeys and after[i] == cy[i] then
-            local fooled = false
-            for k = 1, #null_models do if nulls[k][i] == cy[i] then fooled = true end end
-            if not fooled then
-              found = found + 1
-              keys_x[found] = core.tensor.narrow(cx, 1, i, 1)
-              keys_y[found] = cy[i]
-            end
-          end
+          local fooled = margin[i] <= 0
+          for k = 1, #null_models do if nulls[k][i] == cy[i] then fooled = true end end
+          if not fooled then eligible[#eligible + 1] = i end
         end
+        eligible_total = eligible_total + #eligible
+        select_keys(keys, cx, cy, eligible, margin, cap, nkeys, select == "margin")
       end
-      if opts.log then opts.log(string.format("round %d: %d of %d keys", round, found, nkeys)) end
-      if found >= nkeys then break end
+      if type(opts.log) == "function" then opts.log(string.format("round %d: %d of %d keys", round, #keys.y, nkeys)) end
+      if #keys.y >= nkeys then break end
     end
-    if found < nkeys then
-      error(string.format("blackbox.keygen: found only %d of %d keys in %d rounds of %d candidates; "
-        .. "allow more rounds or candidates, or ask for fewer keys", found, nkeys, rounds, ncand), 0)
+    if #keys.y < nkeys then
+      error(string.format("blackbox.keygen: found only %d of %d keys in %d rounds of %d candidates (%d answered as "
+        .. "chosen by the marked model and by no null model; per class: %s; at most %d per class are taken); allow "
+        .. "more rounds, candidates or epochs, or ask for fewer keys", #keys.y, nkeys, rounds, ncand, eligible_total,
+        per_class_text(keys.per_class, C), cap), 0)
     end
-    return {x = T.cat(keys_x, 1), y = keys_y}
+    return {x = T.cat(keys.x, 1), y = keys.y}
   end)
   core.rng.set_state(saved)
   if not ok then error(res, 2) end
-  local key = Key{inputs = res.x, labels = core.tensor.from_table(res.y), K = nkeys, classes = C, p = opts.p or BB.DEFAULT_P,
+  return Key{inputs = res.x, labels = core.tensor.from_table(res.y), K = nkeys, classes = C, p = opts.p or BB.DEFAULT_P,
     seed = seed, input_shape = data:input_shape(), model_hash = K.model_hash(model), seconds = core.sys.clock() - t0}
-  return key
 end
 
 function Key:save(path)
   K.save(path, {inputs = self.inputs, labels = self.labels}, {format = BB.FORMAT, K = tostring(self.K),
     classes = tostring(self.classes), p = string.format("%.17g", self.p), seed = tostring(self.seed),
-    input_shape = cjson.encode(self.input_shape), model_hash = self.model_hash or ""})
+    input_shape = cjson.encode(self.input_shape), model_hash = self.model_hash or "",
+    calibration = self.calibration and cjson.encode(self.calibration) or ""})
   return self
 end
 
@@ -233,9 +401,20 @@ function BB.decode(bytes, path)
   end
   local shape = core.tensor.size(t.inputs)
   table.remove(shape, 1)
+  local cal
+  if md.calibration and md.calibration ~= "" then
+    local okc, c = pcall(cjson.decode, md.calibration)
+    if not okc or type(c) ~= "table" or type(c.matches) ~= "table" or #c.matches ~= nkeys or type(c.mismatches) ~= "table" then
+      bad("the calibration does not fit the key")
+    end
+    c.models = math.tointeger(c.models)
+    for i, v in ipairs(c.matches) do c.matches[i] = math.tointeger(v) end
+    for i, v in ipairs(c.mismatches) do c.mismatches[i] = math.tointeger(v) end
+    cal = c
+  end
   return Key{inputs = t.inputs, labels = t.labels, K = nkeys, classes = classes, p = tonumber(md.p) or BB.DEFAULT_P,
     seed = math.tointeger(tonumber(md.seed)) or 0, input_shape = shape,
-    model_hash = md.model_hash ~= "" and md.model_hash or nil}
+    model_hash = md.model_hash ~= "" and md.model_hash or nil, calibration = cal}
 end
 
 BB.load = K.loader("blackbox.load", BB.decode)

@@ -22,7 +22,7 @@ WB.VARIANTS = {"paper", "reference"}
 -- Each variant's loss weights when none are given: the paper variant's reach BER 0 with
 -- 32 and 64 bits in 10 epochs on 8,000-image subsets of unseen data (doc/method.md); the
 -- reference variant keeps the authors' gamma1 = gamma2 = 0.01.
-WB.DEFAULTS = {paper = {lambda1 = 0.01, lambda2 = 0.1}, reference = {lambda1 = 0.01, lambda2 = 0.01}}
+WB.DEFAULTS = {paper = {lambda1 = 3e-4, lambda2 = 3e-3}, reference = {lambda1 = 0.01, lambda2 = 0.01}}
 WB.CENTRE_LR = 1e-3
 
 local Key = class("watermark.WhiteboxKey")
