@@ -101,7 +101,7 @@ end
 
 local PRUNE_OPTIONS = {"rate", "scope", "biases", "retrain"}
 
--- Magnitude pruning: zero the fraction `rate` of smallest |w|, per layer or globally.
+--- Magnitude pruning: zero the fraction `rate` of smallest |w|, per layer or globally.
 -- opts: rate (0.5), scope ("layer" | "global"), biases (false), retrain = {data=,
 -- epochs=1, lr=1e-4, optimizer="adam", batch_size=128, fraction=1}: then retrain with the
 -- pruned weights held at exactly 0 (Han et al.'s protocol, the paper's figure).
@@ -136,7 +136,7 @@ function AT.prune(model, opts)
   return m
 end
 
--- The fraction of exact zeros in each prunable weight tensor: {name = fraction}.
+--- The fraction of exact zeros in each prunable weight tensor: {name = fraction}.
 function AT.sparsity(model)
   check_model(model, "attacks.sparsity")
   local out = {}
@@ -158,7 +158,8 @@ local function last_linear(model)
   if not last then error("attacks: the model has no Linear layer", 3) end
   return last
 end
-AT.last_linear = last_linear
+--- The last nn.Linear layer of a model (the fine-tuning modes' "last layer").
+function AT.last_linear(model) return last_linear(model) end
 
 local function reinit_linear(l)
   local bound = 1 / math.sqrt(l.in_features)
@@ -169,7 +170,7 @@ end
 local FINETUNE_OPTIONS = {"mode", "epochs", "lr", "optimizer", "momentum", "fraction", "split_seed", "batch_size",
   "progress", "log"}
 
--- Fine-tuning: FTLL (last layer), FTAL (all layers), RTLL / RTAL (last layer
+--- Fine-tuning: FTLL (last layer), FTAL (all layers), RTLL / RTAL (last layer
 -- re-initialised first). opts: mode ("FTAL"), epochs (5), lr, optimizer ("sgd" | "adam" |
 -- function(params)), fraction (of the data the attacker holds), batch_size.
 function AT.finetune(model, data, opts)
@@ -199,7 +200,7 @@ end
 
 local QUANTIZE_OPTIONS = {"bits", "finetune_epochs", "data", "lr"}
 
--- Uniform symmetric k-bit quantisation of every weight tensor (and bias); optionally
+--- Uniform symmetric k-bit quantisation of every weight tensor (and bias); optionally
 -- followed by finetune_epochs of FTAL on data.
 function AT.quantize(model, opts)
   check_model(model, "attacks.quantize")
@@ -224,7 +225,7 @@ end
 
 local NOISE_OPTIONS = {"sigma", "biases"}
 
--- Gaussian noise: w += N(0, (sigma * std(w))^2) on every weight tensor.
+--- Gaussian noise: w += N(0, (sigma * std(w))^2) on every weight tensor.
 function AT.noise(model, opts)
   check_model(model, "attacks.noise")
   opts = U.check_options("attacks.noise", opts, NOISE_OPTIONS)
@@ -264,7 +265,7 @@ end
 
 local PERMUTE_OPTIONS = {"layer", "seed", "scale"}
 
--- Neuron permutation (and, with scale=true, positive rescaling) of a hidden
+--- Neuron permutation (and, with scale=true, positive rescaling) of a hidden
 -- Linear+ReLU layer: function-preserving, the accuracy is unchanged exactly
 -- (up to rounding for scaling). opts: layer, seed, scale (true or {lo, hi}).
 function AT.permute(model, opts)
@@ -305,7 +306,7 @@ end
 local FINEPRUNE_OPTIONS = {"layer", "rate", "epochs", "lr", "optimizer", "samples", "fraction", "split_seed",
   "batch_size"}
 
--- Fine-pruning: zero the units of `layer` with the lowest mean activation on the
+--- Fine-pruning: zero the units of `layer` with the lowest mean activation on the
 -- attacker's data (rate = fraction of units), then fine-tune with them held at zero
 -- (their weight rows and biases masked in the optimiser). opts: layer, rate (0.8),
 -- epochs (1), lr (1e-3), optimizer ("adam"), samples (2000).
@@ -345,7 +346,7 @@ end
 
 local DISTILL_OPTIONS = {"T", "epochs", "lr", "optimizer", "fraction", "split_seed", "batch_size"}
 
--- Distillation into a fresh student from the teacher's soft labels at temperature T
+--- Distillation into a fresh student from the teacher's soft labels at temperature T
 -- (loss scaled by T^2, as Hinton et al.). opts: T (3), epochs (5), lr, fraction.
 function AT.distill(teacher, student, data, opts)
   check_model(teacher, "attacks.distill")
@@ -372,7 +373,7 @@ end
 local OVERWRITE_OPTIONS = {"scheme", "seed", "layer", "key", "bits", "ntargets", "variant", "keys_per_class", "epochs",
   "lr", "batch_size", "K", "null_models", "p", "rounds", "fraction", "split_seed"}
 
--- Overwriting: the attacker embeds a fresh mark of the same scheme. Returns the
+--- Overwriting: the attacker embeds a fresh mark of the same scheme. Returns the
 -- attacked model and the attacker's key. opts: scheme ("whitebox"|"blackbox"),
 -- seed, layer (white-box; default the owner's key's), bits, K, epochs, and key options.
 function AT.overwrite(model, data, opts)

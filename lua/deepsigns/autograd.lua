@@ -24,9 +24,12 @@ local shape_str = U.shape_str
 local A = {}
 local enabled = true
 
+--- Whether ops record a graph now (false inside ds.no_grad).
 function A.is_enabled() return enabled end
 
--- Runs fn with graph recording off (optimiser steps, evaluation).
+--- Runs fn(...) with graph recording off (evaluation, manual updates) and returns its
+-- results; recording is restored even when fn raises.
+-- @usage local y = ds.no_grad(function() return model(x) end)
 function A.no_grad(fn, ...)
   local prev = enabled
   enabled = false

@@ -6,7 +6,7 @@ local U = require "deepsigns.util"
 
 local M = {}
 
--- MNIST-MLP: ds.models.mlp{784, 512, 512, 10, dropout=0.2}. Hidden layers fc1, fc2, ...
+--- MNIST-MLP: ds.models.mlp{784, 512, 512, 10, dropout=0.2}. Hidden layers fc1, fc2, ...
 -- are Linear + ReLU (post-activation outputs); dropout after each hidden layer.
 function M.mlp(spec)
   spec = spec or {784, 512, 512, 10}
@@ -36,7 +36,7 @@ function M.mlp(spec)
   return m
 end
 
--- The paper's CIFAR CNN (as the Keras example it follows): 32C3(same)-32C3-MP2-
+--- The paper's CIFAR CNN (as the Keras example it follows): 32C3(same)-32C3-MP2-
 -- 64C3(same)-64C3-MP2-512FC-10FC with ReLU; for 3x32x32 or 1x28x28 inputs.
 function M.cifar_cnn(opts)
   opts = U.check_options("models.cifar_cnn", opts, {"input", "classes", "dropout_conv", "dropout_fc"})
@@ -71,6 +71,9 @@ end
 -- Wide ResNet (Zagoruyko & Komodakis): pre-activation basic blocks.
 local WideBasic = class("nn.WideBasic", Module)
 M.WideBasic = WideBasic
+--- models.WideBasic(cin, cout, stride, dropout): a Wide ResNet's pre-activation basic
+-- block (BN-ReLU-conv3x3-BN-ReLU-(dropout)-conv3x3, plus a 1x1 convolution shortcut when
+-- the shape changes).
 function WideBasic:__init(cin, cout, stride, dropout)
   Module.__init(self)
   self.bn1 = self:add_child("bn1", nn.BatchNorm2d(cin))
@@ -93,7 +96,7 @@ function WideBasic:forward(x)
 end
 function WideBasic:extra_repr() return self.cin .. " -> " .. self.cout .. ", stride " .. self.stride_ end
 
--- ds.models.wrn{depth=16, widen=4, classes=10, input={3,32,32}, dropout=0}:
+--- ds.models.wrn{depth=16, widen=4, classes=10, input={3,32,32}, dropout=0}:
 -- conv1, block1..block3 (groups of basic blocks), bn, relu, pool, fc.
 function M.wrn(opts)
   opts = U.check_options("models.wrn", opts, {"depth", "widen", "classes", "input", "dropout"})
@@ -133,7 +136,7 @@ local function value_of(d)
   return t
 end
 
--- The module a description made by Module:architecture stands for, with fresh weights.
+--- The module a description made by Module:architecture stands for, with fresh weights.
 function M.build(arch)
   if type(arch) ~= "table" then error("models.build: expects a description (model:architecture())", 2) end
   if arch.builder then
@@ -158,7 +161,7 @@ function M.build(arch)
   return m
 end
 
--- model, metadata = ds.load_model(path): the model a file written by model:save holds,
+--- model, metadata = ds.load_model(path): the model a file written by model:save holds,
 -- rebuilt from the architecture recorded in it, with its weights.
 function M.load(path)
   if type(path) ~= "string" then error("load_model: expects a file path", 2) end

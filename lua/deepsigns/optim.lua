@@ -10,6 +10,9 @@ local O = {}
 local Optimizer = class("optim.Optimizer")
 O.Optimizer = Optimizer
 
+--- optim.Optimizer: the base of the optimisers. A subclass calls
+-- Optimizer.__init(self, params, opts, defaults) (defaults: every option with its
+-- default, "required" for none) and defines update(p, g, state, i) for one parameter.
 function Optimizer:__init(params, opts, defaults)
   if type(params) ~= "table" or #params == 0 then
     error(self.__name .. ": expects a non-empty list of parameters (model:parameters())", 3)

@@ -27,6 +27,12 @@ local function cell(v)
   return s
 end
 
+--- Result rows as CSV: the known columns first (setup, attack, strength, seed, accuracy,
+-- the marks' scores and verdicts), then the others sorted. Written to path (atomically)
+-- when given; returns the text.
+-- @tparam table rows a list of tables (e.g. ds.robustness's rows)
+-- @tparam[opt] string path
+-- @usage ds.report.csv(rows, "results/prune.csv")
 function R.csv(rows, path)
   if type(rows) ~= "table" then error("report.csv: expects a list of rows", 2) end
   local cols = columns(rows)
@@ -41,6 +47,7 @@ function R.csv(rows, path)
   return text
 end
 
+--- Result rows as JSON lines, one row a line; written to path when given; returns the text.
 function R.jsonl(rows, path)
   local lines = {}
   for i, r in ipairs(rows) do lines[i] = cjson.encode(r) end
@@ -49,6 +56,7 @@ function R.jsonl(rows, path)
   return text
 end
 
+--- The rows of a JSON-lines file (a missing file: none; a torn last line is skipped).
 function R.read_jsonl(path)
   local rows = {}
   local f = io.open(path, "r")
@@ -63,6 +71,7 @@ function R.read_jsonl(path)
   return rows
 end
 
+--- Whether gnuplot is installed (report.plot needs it).
 function R.gnuplot_available()
   return os.execute("command -v gnuplot >/dev/null 2>&1") == true
 end
@@ -85,7 +94,7 @@ end
 
 local PLOT_OPTIONS = {"title", "x", "score", "xlabel", "logx"}
 
--- report.plot(rows, stem, {title=, x="strength", score="ber"|"mismatches", xlabel=, logx=})
+--- report.plot(rows, stem, {title=, x="strength", score="ber"|"mismatches", xlabel=, logx=})
 -- Plots the watermark score (BER or mismatches, left axis) and the test accuracy (right
 -- axis, dashed) against x, one line per attack and setup (the rows' `attack` and
 -- `setup`), as in the paper's figures, with the legend outside the plot area. Writes
@@ -142,7 +151,7 @@ function R.plot(rows, stem, opts)
   return stem .. ".png", stem .. ".svg"
 end
 
--- Writes text to path atomically.
+--- Writes text to path atomically.
 function R.write(path, text) require("deepsigns.safetensors").write_atomic(path, text) end
 
 return R

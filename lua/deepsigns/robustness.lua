@@ -9,6 +9,7 @@
 -- literature's rule; both limits are parameters); for the white-box mark "no longer
 -- detected" is our rule's (p-value), wb_attack_success_paper the paper's.
 local core = require "deepsigns.core"
+local U = require "deepsigns.util"
 local evaluate = require("deepsigns.train").evaluate
 
 local RB = {}
@@ -68,7 +69,12 @@ function RB.run_one(cfg, name, strength, seed)
   return row, attacked
 end
 
--- Adds each mark's attack verdict to a row holding its detections and accuracy_drop.
+--- Adds each mark's attack verdict to a row holding its detections (wb_detected,
+-- wb_detected_paper, bb_owned) and accuracy_drop: wb_attack_success (our rule),
+-- wb_attack_success_paper and bb_attack_success, each true when that mark is no longer
+-- detected and the accuracy dropped by at most max_drop points. Returns the row.
+-- @tparam table row
+-- @tparam[opt=5] number max_drop
 function RB.verdicts(row, max_drop)
   local kept = row.accuracy_drop <= (max_drop or 5)
   if row.wb_detected ~= nil then
@@ -79,7 +85,36 @@ function RB.verdicts(row, max_drop)
   return row
 end
 
+local RUN_OPTIONS = {"model", "test", "data", "attack", "strengths", "wb_key", "bb_key", "options", "seeds", "max_drop",
+  "alpha", "p", "realign", "student", "base_accuracy", "on_row"}
+
+--- Runs one attack at a list of strengths (and seeds) on a marked model and checks its
+-- keys afterwards: one row per run, with a verdict per mark (see robustness_verdicts).
+-- @tparam table opts
+-- @param opts.model the marked model (never changed)
+-- @param opts.test the test set for the accuracy
+-- @param[opt] opts.data the attacker's data (fine-tuning, overwriting, fine-pruning, distillation)
+-- @tparam string opts.attack prune, finetune, quantize, noise, fineprune, permute, distill or overwrite
+-- @tparam table opts.strengths values of the attack's strength option (prune: rate,
+-- finetune: epochs, quantize: bits, noise: sigma, fineprune: rate, permute: seed,
+-- distill: epochs, overwrite: epochs)
+-- @param[opt] opts.wb_key a white-box key
+-- @param[opt] opts.bb_key a black-box key
+-- @tparam[opt] table opts.options the attack's other options (e.g. {retrain = {...}})
+-- @tparam[opt={1}] table opts.seeds
+-- @tparam[opt=5] number opts.max_drop accuracy points an attack may cost and still succeed
+-- @tparam[opt=1e-3] number opts.alpha the white-box false-alarm level
+-- @tparam[opt] number opts.p the black-box false-alarm level (default the key's)
+-- @tparam[opt=false] boolean opts.realign realigned white-box extraction
+-- @param[opt] opts.student function() returning a fresh student model (distill)
+-- @param[opt] opts.on_row function(row) called as each row is done
+-- @treturn table the rows {attack, strength, seed, accuracy, accuracy_drop, ber, wb_p_value,
+-- wb_detected, wb_detected_paper, wb_attack_success, wb_attack_success_paper, mismatches,
+-- theta, bb_p_value, bb_owned, bb_attack_success, attack_seconds}
+-- @usage local rows = ds.robustness{model = m, test = test, data = train, attack = "prune",
+--   strengths = {0.5, 0.9}, wb_key = key, options = {retrain = {data = train, epochs = 3}}}
 function RB.run(cfg)
+  if type(cfg) == "table" then U.check_options("robustness", cfg, RUN_OPTIONS) end
   if type(cfg) ~= "table" or type(cfg.model) ~= "table" then error("robustness: option 'model' must be a model", 2) end
   if not (cfg.test and cfg.test.x) then error("robustness: option 'test' must be a data set", 2) end
   if not (cfg.wb_key or cfg.bb_key) then error("robustness: give wb_key and/or bb_key", 2) end

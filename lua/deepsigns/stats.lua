@@ -30,7 +30,7 @@ local function check(n, k, p, who)
   if type(k) ~= "number" then error(who .. ": k must be a number", 3) end
 end
 
--- P(X <= k)
+--- P(X <= k)
 function S.binom_cdf(k, n, p)
   check(n, k, p, "binom_cdf")
   if k < 0 then return 0 end
@@ -40,7 +40,7 @@ function S.binom_cdf(k, n, p)
   return math.min(1, math.exp(acc))
 end
 
--- P(X >= k)
+--- P(X >= k)
 function S.binom_sf(k, n, p)
   check(n, k, p, "binom_sf")
   if k <= 0 then return 1 end
@@ -50,7 +50,7 @@ function S.binom_sf(k, n, p)
   return math.min(1, math.exp(acc))
 end
 
--- Expected value and standard deviation of Binomial(n, p).
+--- Expected value and standard deviation of Binomial(n, p).
 function S.binom_moments(n, p) return n * p, math.sqrt(n * p * (1 - p)) end
 
 return S

@@ -202,6 +202,21 @@ function SW.merge_file(spec_path)
   return SW.merge(read_spec(spec_path))
 end
 
+--- Runs a sweep of attacks x strengths x seeds (x setups) on marked models, writing
+-- each finished row at once (resumable: rows already in the result are never redone),
+-- in process, in worker processes, or as a job list for GNU parallel and a Slurm array.
+-- @tparam table spec
+-- @tparam string spec.setup a Lua file returning function() -> {model=, test=, data=,
+-- wb_key=, bb_key=, student=} (or spec.setups = {{name=, path=}, ...})
+-- @tparam table spec.attacks {{name = "prune", strengths = {0.5, 0.9}, options = {...}}, ...}
+-- @tparam[opt={1}] table spec.seeds
+-- @tparam string spec.out the result file (.jsonl; a .csv is written beside it)
+-- @tparam[opt=1] integer spec.workers worker processes
+-- @tparam[opt=1] integer spec.threads threads per job
+-- @tparam[opt] string spec.mode "jobs": write the job list and Slurm script instead of running
+-- @treturn table the rows, in job order
+-- @usage ds.sweep{setup = "setup.lua", attacks = {{name = "prune", strengths = {0.5, 0.9}}},
+--   out = "results/sweep.jsonl"}
 function SW.run(spec)
   check_spec(spec)
   if spec.mode == "jobs" then return SW.write_jobs(spec) end

@@ -22,6 +22,7 @@ function C.Sequential:add(a, b)
   return Module.add_child(self, m.name or tostring(#self._children + 1), m) and self
 end
 
+--- Applies the children in order; an error inside one names it.
 function C.Sequential:forward(x)
   for i, c in ipairs(self._children) do
     local ok, out = pcall(c.module, x)

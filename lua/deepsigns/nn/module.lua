@@ -340,7 +340,9 @@ local function describe_value(v, who)
   end
   error("architecture: " .. who .. " was made with a " .. tv .. " argument, which cannot be described", 0)
 end
-Module.describe_value = describe_value
+--- A constructor argument as plain data (numbers, strings, booleans, tables of them,
+-- and modules by their architecture), as Module:architecture records it.
+function Module.describe_value(v, who) return describe_value(v, who) end
 
 --- How the module was made, as plain data (recorded in model files; ds.models.build
 -- makes the module again from it).

@@ -16,15 +16,23 @@ BB.DEFAULT_P = 1e-4
 local Key = class("watermark.BlackboxKey")
 BB.Key = Key
 
+--- A black-box key (made by blackbox.keygen or blackbox.load): K inputs, their chosen
+-- labels, the class count, the false-alarm level p, and a calibration when one was made.
 function Key:__init(fields) for k, v in pairs(fields) do self[k] = v end end
 
+--- A one-line description of the key.
 function Key:__tostring()
   return string.format("black-box key: %d inputs of %s, %d classes, p = %g", self.K,
     U.shape_str(self.input_shape), self.classes, self.p)
 end
 
--- theta: the smallest i in [0, K-1] with P(M <= i) > p, M ~ Binomial(K, 1 - 1/C) the
--- mismatches of an unmarked model; the model is claimed when mismatches < theta.
+--- The detection threshold theta: the smallest i in [0, K-1] with P(M <= i) > p, M ~
+-- Binomial(K, 1 - 1/C) the mismatches of an unmarked model; a model is claimed when its
+-- mismatches are fewer than theta.
+-- @tparam table opts {K = (required), classes = 10, p = 1e-4}
+-- @treturn integer theta
+-- @raise when no threshold exists (even 0 mismatches is more likely than p)
+-- @usage ds.watermark.blackbox.threshold{K = 20, classes = 10, p = 1e-4}   --> 12
 function BB.threshold(opts)
   if type(opts) ~= "table" then error("blackbox.threshold: expects {K=, classes=, p=}", 2) end
   U.check_options("blackbox.threshold", opts, {"K", "classes", "p"})
@@ -61,7 +69,9 @@ local function predict(model, x)
   if not ok then error(err, 0) end
   return out
 end
-BB.predict = predict
+--- The class ids a model predicts for inputs x (eval mode, batched), as a Lua list.
+-- @raise when the model's outputs are not finite
+function BB.predict(model, x) return predict(model, x) end
 
 -- Labels from a suspect: a model, or a function(x) returning a tensor or list of labels.
 local function query(suspect, x, k)
@@ -123,15 +133,22 @@ end
 
 local DETECT_OPTIONS = {"p"}
 
--- {mismatches, theta, p_value, p_value_calibrated, p_value_rank, verdict, owned, K, p, expected}
--- p_value: P(M <= mismatches) with M ~ Binomial(K, 1 - 1/C), the mismatches of an unmarked
--- model if it answered every key at chance; theta: the threshold that gives (owned when
--- mismatches < theta, i.e. p_value <= p). A key calibrated against unmarked models
--- (blackbox.calibrate) adds p_value_calibrated (the same tail with each key's measured
--- rate: keys unmarked models often answer as chosen count less) and p_value_rank (the
--- share of the calibration models with at most this many mismatches, (1 + count) / (1 + n),
--- which cannot go below 1 / (n + 1)); the verdict then uses the larger of p_value and
--- p_value_calibrated, and `verdict` says which ("binomial" or "calibrated").
+--- Queries a suspect with the key's inputs and decides ownership.
+-- p_value is P(M <= mismatches), M ~ Binomial(K, 1 - 1/C): the mismatches of an unmarked
+-- model that answered every key at chance; owned when p_value <= p (mismatches < theta).
+-- A key calibrated against unmarked models (blackbox.calibrate) adds p_value_calibrated
+-- (the same tail with each key's measured chance of being answered as chosen) and
+-- p_value_rank (the share of the calibration models with at most this many mismatches,
+-- (1 + count) / (1 + n)); the verdict then uses the larger of p_value and
+-- p_value_calibrated, and `verdict` says which.
+-- @param suspect a model, or a function(x) returning its predicted labels (a remote API)
+-- @param key
+-- @tparam[opt] table opts {p = the key's (1e-4)}
+-- @treturn table {mismatches, theta, p_value, p_value_calibrated, p_value_rank,
+-- verdict = "binomial" | "calibrated", owned, K, p, expected}
+-- @raise when the model does not take the key's inputs or has another class count,
+-- or answers with labels that are no class ids or non-finite outputs
+-- @usage local r = bb.detect(suspect, key); print(r.mismatches, r.p_value, r.owned)
 function BB.detect(suspect, key, opts)
   if getmetatable(key) ~= Key then error("blackbox.detect: argument #2 must be a black-box key", 2) end
   opts = U.check_options("blackbox.detect", opts, DETECT_OPTIONS)
@@ -166,12 +183,16 @@ end
 
 local CALIBRATE_OPTIONS = {"key", "null_models"}
 
--- blackbox.calibrate{key=, null_models={...}}: how independently trained unmarked models
--- answer the key's inputs. Stores in the key (and returns) {models = n, matches = {per key:
--- how many models answered it as chosen}, mismatches = {per model}}; blackbox.detect then
--- also reports the calibrated p-values. Needs at least 2 models with the key's input shape
--- and class count; models that helped choose the keys (keygen's null_models) are no
--- independent test of them.
+--- Measures how independently trained unmarked models answer the key's inputs, and
+-- stores it in the key (saved with it): blackbox.detect then also reports the
+-- calibrated p-values. Models that helped choose the keys (keygen's null_models) are no
+-- independent test of them: calibrate with others.
+-- @tparam table opts
+-- @param opts.key
+-- @tparam table opts.null_models at least 2 unmarked models of the key's input shape and class count
+-- @treturn table {models = n, matches = {per key: models that answered it as chosen}, mismatches = {per model}}
+-- @raise for fewer than 2 models, or a model of another input shape or class count
+-- @usage bb.calibrate{key = key, null_models = {m1, m2, m3}}
 function BB.calibrate(opts)
   opts = U.check_options("blackbox.calibrate", opts, CALIBRATE_OPTIONS)
   local key, models = opts.key, opts.null_models
@@ -282,16 +303,31 @@ end
 local KEYGEN_OPTIONS = {"model", "data", "K", "null_models", "seed", "p", "source", "candidates", "rounds", "epochs",
   "optimizer", "lr", "batch_size", "repeat_candidates", "select", "progress", "log"}
 
--- key = blackbox.keygen{model=, data=, K=20, null_models={...}, seed=0, p=1e-4,
---   source="uniform" | "gaussian" | a data set, candidates=40*K, rounds=5, epochs=2,
---   optimizer=SGD(lr, Nesterov 0.9) | function(params), lr=8e-4, batch_size=128,
---   repeat_candidates=1, select="margin" | "first"}
--- Draws candidate inputs with labels balanced over the classes, keeps those the model
--- does not answer as chosen, trains the model on the data and the candidates (`epochs`
--- epochs: the paper's 2-epoch fine-tune of a trained model, or a whole training of a
--- fresh one), and keeps as keys the candidates the model now answers as chosen and no
--- null model does, largest margin first, at most ceil(2K/C) per class. Marks `model` in
--- place and returns the key.
+--- Makes K keys and marks the model with them (in place). Draws candidate inputs with
+-- labels balanced over the classes, keeps those the model does not answer as chosen,
+-- trains the model on the data and the candidates (the paper's 2-epoch fine-tune of a
+-- trained model, or a whole training of a fresh one), and keeps as keys the candidates
+-- the model now answers as chosen and no null model does, largest margin first, at
+-- most ceil(2K/C) per class; more rounds draw more candidates until K are found.
+-- @tparam table opts
+-- @param opts.model the model to mark
+-- @param opts.data its training data
+-- @tparam[opt=20] integer opts.K
+-- @tparam[opt] table opts.null_models independently trained unmarked models: keys they answer as chosen are dropped
+-- @tparam[opt=0] integer opts.seed the key's own generator seed
+-- @tparam[opt=1e-4] number opts.p the false-alarm level stored in the key
+-- @param[opt="uniform"] opts.source candidate inputs: "uniform", "gaussian" or a data set
+-- @tparam[opt=40*K] integer opts.candidates per round
+-- @tparam[opt=5] integer opts.rounds
+-- @tparam[opt=2] integer opts.epochs of training with the candidates, per round
+-- @param[opt] opts.optimizer a function(params) returning the optimiser (default SGD lr, Nesterov momentum 0.9)
+-- @tparam[opt=8e-4] number opts.lr the default optimiser's
+-- @tparam[opt=1] integer opts.repeat_candidates how many times the candidates appear per epoch
+-- @tparam[opt="margin"] string opts.select "margin" (largest first) or "first"
+-- @return the key
+-- @raise when K keys cannot be found (saying how many were, per class), for a data set
+-- of one class, or null models of another input shape or class count
+-- @usage local key = bb.keygen{model = model, data = train, K = 20, null_models = {other}}
 function BB.keygen(opts)
   opts = U.check_options("blackbox.keygen", opts, KEYGEN_OPTIONS)
   local model, data = opts.model, opts.data
@@ -379,6 +415,7 @@ function BB.keygen(opts)
     seed = seed, input_shape = data:input_shape(), model_hash = K.model_hash(model), seconds = core.sys.clock() - t0}
 end
 
+--- Writes the key as a self-contained file with a SHA-256 of its content; returns the key.
 function Key:save(path)
   K.save(path, {inputs = self.inputs, labels = self.labels}, {format = BB.FORMAT, K = tostring(self.K),
     classes = tostring(self.classes), p = string.format("%.17g", self.p), seed = tostring(self.seed),
@@ -387,7 +424,7 @@ function Key:save(path)
   return self
 end
 
--- A key from the bytes of a key file (`path` names it in messages).
+--- A key from the bytes of a key file (`path` names it in messages).
 function BB.decode(bytes, path)
   local t, md = K.decode(bytes, path, BB.FORMAT, {"inputs", "labels", "K", "classes"})
   local nkeys, classes = math.tointeger(tonumber(md.K)), math.tointeger(tonumber(md.classes))
@@ -417,6 +454,9 @@ function BB.decode(bytes, path)
     model_hash = md.model_hash ~= "" and md.model_hash or nil, calibration = cal}
 end
 
-BB.load = K.loader("blackbox.load", BB.decode)
+local load = K.loader("blackbox.load", BB.decode)
+--- Reads a key file written by key:save, checking its SHA-256.
+-- @tparam string path
+function BB.load(path) return load(path) end
 
 return BB

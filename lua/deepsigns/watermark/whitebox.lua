@@ -37,18 +37,26 @@ local function features(acts, pool)
   if d == 2 then return acts end
   return T.methods.flatten(acts, 2)
 end
-WB.features = features
+--- A layer's output as B x M features: flattened, or with pool = "channel_mean" the
+-- mean of each channel of a convolutional output (N x C x H x W -> N x C).
+function WB.features(acts, pool) return features(acts, pool) end
 
+--- A white-box key (made by whitebox.keygen or whitebox.load): the layer, the variant,
+-- the target classes, the bits b, the projection matrix A, the trigger inputs, the
+-- centres or class means, and the reference activations for realigned extraction.
 function Key:__init(fields)
   for k, v in pairs(fields) do self[k] = v end
 end
 
+--- A one-line description of the key.
 function Key:__tostring()
   return string.format("white-box key: %d bits in class%s %s, layer %s (width %d), %s variant, %d trigger inputs",
     self.bits, #self.targets > 1 and "es" or "", table.concat(self.targets, ","), tostring(self.layer), self.width,
     self.variant, core.tensor.size(self.trigger_y, 1))
 end
 
+--- The key's layer in a model.
+-- @raise when the model has no such layer
 function Key:layer_of(model)
   local ok, l = pcall(model.layer, model, self.layer)
   if not ok then
@@ -57,8 +65,9 @@ function Key:layer_of(model)
   return l
 end
 
--- Activations of the key's layer for x (eval mode, no graph), as B x M features,
--- computed in batches.
+--- The key layer's activations for inputs x (eval mode, no graph), as B x M features,
+-- computed in batches of 500.
+-- @raise when the layer's width is not the key's
 function Key:activations(model, x)
   local layer = self:layer_of(model)
   local n, out = core.tensor.size(x, 1), {}
@@ -82,8 +91,8 @@ local function mean_of(h, ys, t)
   return core.ops.binary("div", core.ops.sum(core.ops.index_select(h, idx), 1, true), #idx)
 end
 
--- Per-target mean activations of the trigger inputs: s x M (h: their activations,
--- computed when not given).
+--- The mean activation of the trigger inputs of each target class: s x M (h: their
+-- activations, computed when not given). Extraction projects these.
 function Key:target_means(model, h)
   h = h or self:activations(model, self.trigger_x)
   local ys, rows = core.tensor.flat(self.trigger_y), {}
@@ -117,10 +126,15 @@ end
 
 local REGULARIZER_OPTIONS = {"lambda1", "lambda2", "centre_lr"}
 
--- The regularizer that embeds the key during training (see ds.train): its loss reads
--- the key's layer, and its optimiser trains the centres (reference) or the class
--- means (paper) beside the model. opts: lambda1, lambda2 (default: the key's, then
--- WB.DEFAULTS), centre_lr (1e-3).
+--- The regularizer that embeds the key during training (a ds.train regularizer): its
+-- loss reads the key's layer, and its optimiser trains the centres (reference) or the
+-- class means (paper) beside the model. whitebox.embed uses it; give it to ds.train to
+-- embed while training with other regularizers or a loop of your own.
+-- @tparam[opt] table opts
+-- @tparam[opt] number opts.lambda1 loss1's weight (default: the key's, else the variant's: paper 3e-4, reference 0.01)
+-- @tparam[opt] number opts.lambda2 loss2's weight (paper 3e-3, reference 0.01)
+-- @tparam[opt=1e-3] number opts.centre_lr the centres' (means') Adam learning rate
+-- @usage ds.train{model = m, data = train, epochs = 10, regularizers = {key:regularizer()}}
 function Key:regularizer(opts)
   opts = U.check_options("whitebox regularizer", opts, REGULARIZER_OPTIONS)
   local defaults = WB.DEFAULTS[self.variant]
@@ -212,11 +226,28 @@ end
 local KEYGEN_OPTIONS = {"model", "layer", "data", "bits", "targets", "ntargets", "keys_per_class", "variant", "pool",
   "seed", "b", "lambda1", "lambda2"}
 
--- key = whitebox.keygen{model=, layer=, data=, bits=32, targets={0} | ntargets=1,
---   keys_per_class=500, variant="paper"|"reference", pool="flatten"|"channel_mean", seed=0,
---   b=, lambda1=, lambda2=}
--- `bits` is the total signature length, split evenly over the targets; lambda1 and
--- lambda2 are stored in the key (default: WB.DEFAULTS of the variant).
+--- A white-box key for a model's layer: random signature bits, a secret projection
+-- matrix A (N(0, 1)), trigger inputs drawn from the target classes' samples, and the
+-- class means (paper variant, from the model's activations) or random centres
+-- (reference variant). The model is not changed: whitebox.embed marks it.
+-- @tparam table opts
+-- @param opts.model the model
+-- @param opts.layer the layer a name ("fc2") or an index; its output is what the mark lives in
+-- @param opts.data the training data (triggers and class means come from it)
+-- @tparam[opt=32] integer opts.bits the signature length, split evenly over the targets
+-- @tparam[opt] table opts.targets the target class ids, e.g. {0}
+-- @tparam[opt=1] integer opts.ntargets without targets: this many classes drawn at random
+-- @tparam[opt=500] integer opts.keys_per_class trigger inputs per target class
+-- @tparam[opt="paper"] string opts.variant "paper" or "reference" (the authors' demo)
+-- @tparam[opt="flatten"] string opts.pool "flatten", or "channel_mean" for convolutional layers
+-- @tparam[opt=0] integer opts.seed the key's own generator seed (the global one is left as it was)
+-- @param[opt] opts.b the bits: a "0101..." string, a table or a tensor (default: balanced random bits)
+-- @tparam[opt] number opts.lambda1 stored in the key (default: the variant's)
+-- @tparam[opt] number opts.lambda2 stored in the key
+-- @return the key (key:save(path) writes it)
+-- @raise for an unknown option, a missing layer, a target without samples, bits that do
+-- not divide over the targets, NaN triggers, an empty data set
+-- @usage local key = wb.keygen{model = model, layer = "fc2", data = train, bits = 32, targets = {0}}
 function WB.keygen(opts)
   opts = U.check_options("whitebox.keygen", opts, KEYGEN_OPTIONS)
   local model, data, layer = opts.model, opts.data, opts.layer
@@ -289,10 +320,20 @@ end
 local EMBED_OPTIONS = {"model", "key", "data", "epochs", "optimizer", "lr", "lambda1", "lambda2", "centre_lr",
   "batch_size", "schedule", "regularizers", "test", "progress", "log", "on_epoch", "augment", "checkpoint", "fresh"}
 
--- whitebox.embed{model=, key=, data=, epochs=1, optimizer=Adam(lr), lr=1e-3, lambda1=, lambda2=,
---   centre_lr=1e-3, batch_size=128, ...ds.train's options}
--- Trains `model` with the key's regularizer (from scratch or fine-tuning a trained
--- model); records the marked model's hash in the key. Returns the training history.
+--- Trains a model with the key's regularizer, from scratch or fine-tuning a trained
+-- model, then records in the key the reference activations (for realigned extraction)
+-- and the marked model's hash. Takes ds.train's options besides these.
+-- @tparam table opts
+-- @param opts.model
+-- @param opts.key a key from whitebox.keygen
+-- @param opts.data the training data
+-- @tparam[opt=1] integer opts.epochs
+-- @param[opt=Adam(lr)] opts.optimizer
+-- @tparam[opt] number opts.lambda1 (default: the key's)
+-- @tparam[opt] number opts.lambda2
+-- @tparam[opt=1e-3] number opts.centre_lr
+-- @treturn table the training history (ds.train's)
+-- @usage wb.embed{model = model, key = key, data = train, epochs = 10}
 function WB.embed(opts)
   opts = U.check_options("whitebox.embed", opts, EMBED_OPTIONS)
   local key, model = opts.key, opts.model
@@ -319,11 +360,20 @@ end
 
 local EXTRACT_OPTIONS = {"alpha", "realign"}
 
--- Reads the signature from a suspect model: {ber, bits, errors, matches, n, p_value,
--- detected, detected_paper, alpha}. p_value = P(at least this many bits match | each
--- matches with probability 1/2); detected: p_value < alpha (default 1e-3);
--- detected_paper: the paper's rule, BER = 0. opts.realign: undo a permutation and
--- scaling of the layer's units first (realign.lua).
+--- Reads the signature from a suspect model: the trigger inputs' mean activation per
+-- target class, projected by A, thresholded at 0, compared with the key's bits.
+-- @param model the suspect
+-- @param key
+-- @tparam[opt] table opts
+-- @tparam[opt=1e-3] number opts.alpha the false-alarm level of `detected`
+-- @tparam[opt=false] boolean opts.realign first undo a permutation and positive scaling
+-- of the layer's units (function-preserving attacks), matching them to the key's
+-- reference activations
+-- @treturn table {ber, bits, errors, matches, n, p_value = P(at least this many bits match
+-- | each matches with probability 1/2), detected = p_value < alpha, detected_paper = (BER = 0),
+-- alpha}
+-- @raise when the model lacks the layer, or its activations are not finite
+-- @usage local r = wb.extract(suspect, key); print(r.ber, r.p_value, r.detected)
 function WB.extract(model, key, opts)
   if getmetatable(key) ~= Key then error("whitebox.extract: argument #2 must be a white-box key", 2) end
   if type(model) ~= "table" or not model.forward then error("whitebox.extract: argument #1 must be a model", 2) end
@@ -351,13 +401,15 @@ function WB.extract(model, key, opts)
     detected = p < alpha, detected_paper = errors == 0, alpha = alpha}
 end
 
--- Bits as a "0101" string.
+--- Bits (a list or a tensor of 0/1) as a "0101..." string.
 function WB.bitstring(bits)
   local t = {}
   for i, v in ipairs(T.is_tensor(bits) and core.tensor.flat(bits) or bits) do t[i] = v == 1 and "1" or "0" end
   return table.concat(t)
 end
 
+--- Writes the key as a self-contained file (safetensors) carrying a SHA-256 of its
+-- content and of the marked model's weights; returns the key. Keep it secret.
 function Key:save(path)
   local tensors = {A = self.A, b = self.b, trigger_x = self.trigger_x, trigger_y = self.trigger_y}
   if self.centres then tensors.centres = self.centres end
@@ -374,7 +426,8 @@ function Key:save(path)
   return self
 end
 
--- A key from the bytes of a key file (`path` names it in messages).
+--- A key from the bytes of a key file (`path` names it in messages).
+-- @raise for a file that was modified, truncated, is another kind of file, or inconsistent
 function WB.decode(bytes, path)
   local t, md = K.decode(bytes, path, WB.FORMAT, {"A", "b", "trigger_x", "trigger_y", "layer", "targets", "width"})
   local function num(k)
@@ -416,6 +469,11 @@ function WB.decode(bytes, path)
     lambda1 = tonumber(md.lambda1), lambda2 = tonumber(md.lambda2)}
 end
 
-WB.load = K.loader("whitebox.load", WB.decode)
+local load = K.loader("whitebox.load", WB.decode)
+--- Reads a key file written by key:save, checking its SHA-256.
+-- @tparam string path
+-- @raise for a missing, modified, truncated or foreign file
+-- @usage local key = ds.watermark.whitebox.load("wb.key")
+function WB.load(path) return load(path) end
 
 return WB
