@@ -26,7 +26,7 @@ print(what .. "; black-box overwriting")
 local rows = {}
 for _, K in ipairs {10, 15, 20} do
   local owner_model = base:clone()
-  local key = bb.keygen{model = owner_model, data = train, K = K, seed = 300 + K, null_models = {filter}}
+  local key = bb.keygen{model = owner_model, data = train, K = K, seed = 300 + K, null_models = {filter}, embed = "finetune"}
   local matrix, attacked = RB.overwrite_matrix{model = owner_model, data = attacker, unmarked = unmarked, bb_key = key,
     scheme = "blackbox", options = {K = K, seed = 900 + K}}
   print(string.format("\nK = %d (theta %d): owner's keys on the attacked model: %d mismatches (paper: %d), %s",

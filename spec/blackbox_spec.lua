@@ -72,6 +72,10 @@ describe("black-box watermark", function()
     local key = bb.keygen{model = marked, data = data, K = 8, seed = 4, null_models = {filter}, epochs = 20,
       lr = 0.05, repeat_candidates = 4, rounds = 10, p = 0.05}
     assert.equal(8, key.K)
+    -- the labels are spread: no class holds more than ceil(2K/C) = 6 keys
+    local per = {}
+    for _, v in ipairs(key.labels:totable()) do per[v] = (per[v] or 0) + 1 end
+    for _, n in pairs(per) do assert.is_true(n <= 6) end
     local r = bb.detect(marked, key)
     assert.is_true(r.owned, "mismatches " .. r.mismatches .. " theta " .. r.theta)
     -- the filter model answers no key as chosen
@@ -85,13 +89,75 @@ describe("black-box watermark", function()
     assert.same(key.labels:totable(), again.labels:totable())
   end)
 
+  it("calibrates on unmarked models and reports the empirical p-values beside the binomial one", function()
+    local key, labels = hand_key()
+    -- three "unmarked models" that answer keys 1..5 as chosen, and the rest wrong
+    local function biased(k) return function()
+      local out = {}
+      for i, v in ipairs(labels) do out[i] = i <= k and v or (v + 1) % 10 end
+      return out
+    end end
+    -- calibration needs models: ones that answer as `biased` does
+    local W = require("deepsigns.class")("spec.Answering", ds.nn.Module)
+    function W:__init(k) ds.nn.Module.__init(self); self.k = k end
+    function W:forward(x)
+      local out = ds.zeros(x:size(1), 10)
+      for i = 1, x:size(1) do
+        local v = labels[i]
+        out:set(i, (i <= self.k and v or (v + 1) % 10) + 1, 1)
+      end
+      return out
+    end
+    local cal = bb.calibrate{key = key, null_models = {W(5), W(5), W(4)}}
+    assert.equal(3, cal.models)
+    assert.same({15, 15, 16}, cal.mismatches)
+    assert.equal(3, cal.matches[1])
+    assert.equal(2, cal.matches[5])
+    assert.equal(0, cal.matches[6])
+    -- a suspect with 15 mismatches: binomially rare (p ~ 0.04), but as the null models do
+    local r = bb.detect(biased(5), key, {p = 0.05})
+    assert.equal(15, r.mismatches)
+    assert.is_true(r.p_value < 0.05)
+    assert.is_true(r.p_value_calibrated > 0.05)
+    assert.equal("calibrated", r.verdict)
+    assert.is_false(r.owned)
+    assert.near((1 + 2) / (1 + 3), r.p_value_rank, 1e-12)
+    -- a marked model (0 mismatches) stays owned
+    local m = bb.detect(function() return labels end, key, {p = 0.05})
+    assert.is_true(m.owned)
+    assert.is_true(m.p_value_calibrated < 1e-6)
+    -- the calibration travels with the key file
+    local dir = H.tmpdir()
+    key:save(dir .. "/k.safetensors")
+    local k2 = bb.load(dir .. "/k.safetensors")
+    assert.same(cal.matches, k2.calibration.matches)
+    assert.equal(r.p_value_calibrated, bb.detect(biased(5), k2, {p = 0.05}).p_value_calibrated)
+    assert.has_error(function() bb.calibrate{key = key, null_models = {W(5)}} end,
+      "blackbox.calibrate: null_models must list at least 2 unmarked models, got 1")
+    local ok, err = pcall(bb.calibrate, {key = key, null_models = {W(5), ds.models.mlp{4, 8, 3}}})
+    assert.is_false(ok)
+    assert.matches("blackbox.calibrate: null model 2: 10 classes expected, the model has 1x3 outputs", err, 1, true)
+  end)
+
   describe("bad input", function()
     it("says how many keys were found when K is out of reach", function()
       local data = H.synthetic(90, 4, 3, 1)
       local m = ds.models.mlp{4, 8, 3}
-      local ok, err = pcall(bb.keygen, {model = m, data = data, K = 500, candidates = 20, rounds = 1, epochs = 1})
+      local ok, err = pcall(bb.keygen, {model = m, data = data, K = 50, candidates = 20, rounds = 1, epochs = 1})
       assert.is_false(ok)
-      assert.matches("blackbox.keygen: found only %d+ of 500 keys in 1 rounds of 20 candidates", err)
+      assert.matches("blackbox.keygen: found only %d+ of 50 keys in 1 rounds of 20 candidates %(%d+ answered", err)
+      assert.matches("per class: 0:%d+ 1:%d+ 2:%d+; at most 34 per class", err)
+      -- one class, or null models of another shape or class count
+      local one = data:where_class(1)
+      ok, err = pcall(bb.keygen, {model = m, data = one, K = 4})
+      assert.matches("blackbox.keygen: the data set synthetic holds a single class", err, 1, true)
+      ok, err = pcall(bb.keygen, {model = m, data = data, K = 4, null_models = {ds.models.mlp{5, 8, 3}}})
+      assert.matches("blackbox.keygen: null model 1: inputs of 4 do not fit the model", err, 1, true)
+      ok, err = pcall(bb.keygen, {model = m, data = data, K = 4, null_models = {ds.models.mlp{4, 8, 5}}})
+      assert.matches("blackbox.keygen: null model 1: 3 classes expected, the model has 1x5 outputs", err, 1, true)
+      assert.has_error(function() bb.keygen{model = m, data = data, k = 10} end,
+        "blackbox.keygen: unknown option 'k' (did you mean 'K'?) (options: K, batch_size, candidates, data, embed, epochs, log, lr, "
+          .. "model, null_models, optimizer, p, progress, regularizers, repeat_candidates, rounds, seed, select, source)")
     end)
 
     it("refuses a key for another input shape or class count, and bad suspect functions", function()

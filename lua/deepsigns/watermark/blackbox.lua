@@ -301,7 +301,16 @@ local function per_class_text(per_class, classes)
 end
 
 local KEYGEN_OPTIONS = {"model", "data", "K", "null_models", "seed", "p", "source", "candidates", "rounds", "epochs",
-  "optimizer", "lr", "batch_size", "repeat_candidates", "select", "progress", "log"}
+  "optimizer", "lr", "batch_size", "repeat_candidates", "select", "progress", "log", "embed", "regularizers"}
+
+-- How the candidates are embedded: "training", the keys learned throughout a whole
+-- training of the model (Adam, cosine-annealed; marks that survive fine-tuning and
+-- pruning, doc/method.md), or the paper's "finetune", a 2-epoch fine-tune of a trained
+-- model with the candidates.
+BB.EMBED = {
+  training = {epochs = 10, candidates_per_key = 25, repeat_candidates = 2, rounds = 3, lr = 1e-3},
+  finetune = {epochs = 2, candidates_per_key = 40, repeat_candidates = 1, rounds = 5, lr = 8e-4},
+}
 
 --- Makes K keys and marks the model with them (in place). Draws candidate inputs with
 -- labels balanced over the classes, keeps those the model does not answer as chosen,
@@ -342,8 +351,12 @@ function BB.keygen(opts)
   if math.type(nkeys) ~= "integer" or nkeys < 1 then error("blackbox.keygen: K must be a positive integer", 2) end
   local seed = opts.seed or 0
   if math.type(seed) ~= "integer" then error("blackbox.keygen: seed must be an integer", 2) end
-  local rounds, ncand = opts.rounds or 5, opts.candidates or 40 * nkeys
-  for name, v in pairs {rounds = rounds, candidates = ncand, epochs = opts.epochs or 2} do
+  local embed = opts.embed or "training"
+  local recipe = BB.EMBED[embed]
+  if not recipe then error('blackbox.keygen: embed must be "training" or "finetune", got ' .. tostring(embed), 2) end
+  local rounds, ncand = opts.rounds or recipe.rounds, opts.candidates or recipe.candidates_per_key * nkeys
+  local epochs, repeats = opts.epochs or recipe.epochs, opts.repeat_candidates or recipe.repeat_candidates
+  for name, v in pairs {rounds = rounds, candidates = ncand, epochs = epochs, repeat_candidates = repeats} do
     if math.type(v) ~= "integer" or v < 1 then error("blackbox.keygen: " .. name .. " must be a positive integer", 2) end
   end
   local select = opts.select or "margin"
@@ -376,15 +389,21 @@ function BB.keygen(opts)
         for i, j in ipairs(keep) do cy[i] = y[j] end
         local cand = D.Dataset{x = cx, y = core.tensor.from_table(cy), classes = C, name = "candidates"}
         local parts = {data}
-        for _ = 1, opts.repeat_candidates or 1 do parts[#parts + 1] = cand end
+        for _ = 1, repeats do parts[#parts + 1] = cand end
         if #keys.y > 0 then -- keep the keys found so far marked
           parts[#parts + 1] = D.Dataset{x = T.cat(keys.x, 1), y = core.tensor.from_table(keys.y), classes = C, name = "keys"}
         end
-        local opt = opts.optimizer
-        if type(opt) == "function" then opt = opt(model:parameters()) end
-        train.train{model = model, data = D.concat(parts, "owner+candidates"), epochs = opts.epochs or 2,
-          batch_size = opts.batch_size or 128,
-          optimizer = opt or optim.SGD(model:parameters(), {lr = opts.lr or 8e-4, momentum = 0.9, nesterov = true}),
+        local opt, schedule = opts.optimizer, nil
+        if type(opt) == "function" then
+          opt = opt(model:parameters())
+        elseif embed == "training" then
+          opt = optim.Adam(model:parameters(), {lr = opts.lr or recipe.lr})
+          schedule = optim.CosineAnnealingLR(opt, {T_max = epochs})
+        else
+          opt = optim.SGD(model:parameters(), {lr = opts.lr or recipe.lr, momentum = 0.9, nesterov = true})
+        end
+        train.train{model = model, data = D.concat(parts, "owner+candidates"), epochs = epochs,
+          batch_size = opts.batch_size or 128, optimizer = opt, schedule = schedule, regularizers = opts.regularizers,
           progress = opts.progress or false, log = opts.log}
         local margin = margins(model, cx, cy)
         local nulls = {}

@@ -350,12 +350,21 @@ function WB.embed(opts)
     batch_size = opts.batch_size or 128, optimizer = opts.optimizer, lr = opts.lr, schedule = opts.schedule,
     regularizers = regs, test = opts.test, progress = opts.progress, log = opts.log, on_epoch = opts.on_epoch,
     augment = opts.augment, checkpoint = opts.checkpoint, fresh = opts.fresh}
-  for _, p in ipairs(reg.optimizer.params) do A.set_requires_grad(p, false); A.set_grad(p, nil) end
-  -- reference activations of triggers of every target class, for realigned extraction (secret too)
-  key.reference_rows = reference_rows(key, 256)
-  key.reference_acts = key:activations(model, core.ops.index_select(key.trigger_x, key.reference_rows))
-  key.model_hash = K.model_hash(model)
+  key:record(model)
   return history
+end
+
+--- Records the marked model in the key after embedding (whitebox.embed does; call it
+-- after training with key:regularizer() in a loop of your own): the reference
+-- activations of triggers of every target class, for realigned extraction, and the
+-- SHA-256 of the model's weights. Stops training the centres or means.
+function Key:record(model)
+  local params = self.variant == "reference" and self.centres or self.mu
+  if params then A.set_requires_grad(params, false); A.set_grad(params, nil) end
+  self.reference_rows = reference_rows(self, 256)
+  self.reference_acts = self:activations(model, core.ops.index_select(self.trigger_x, self.reference_rows))
+  self.model_hash = K.model_hash(model)
+  return self
 end
 
 local EXTRACT_OPTIONS = {"alpha", "realign"}
