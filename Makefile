@@ -50,7 +50,7 @@ INTERP   := $(BUILD)/bin/deepsigns
 ALL_CFLAGS = $(CFLAGS) $(ARCH_FLAGS) $(DS_CFLAGS) $(SAN) $(LUA_CFLAGS) $(BLAS_CFLAGS)
 
 .SECONDARY:
-.PHONY: all deps test test-slow test-asan fuzz demo bench install clean
+.PHONY: all deps test test-slow test-asan fuzz demo bench doc install clean
 all: $(MODULE) $(INTERP)
 
 $(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
@@ -112,6 +112,11 @@ fuzz: deps $(FUZZERS:%=build-fuzz/fuzz_%)
 	  ASAN_OPTIONS=detect_leaks=0 build-fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=4096 \
 	    -artifact_prefix=build-fuzz/artifacts/$$f- build-fuzz/corpus/$$f 2>&1 | tail -n 3 || exit 1; \
 	done
+
+# The reference as HTML (build/doc/index.html), from the doc comments ds.help reads.
+LDOC ?= ldoc
+doc: deps
+	@cd doc && $(LDOC) -c config.ld . >/dev/null && echo "reference written to build/doc/index.html"
 
 demo: deps all
 	@$(INTERP) examples/demo.lua

@@ -1,4 +1,5 @@
 local H = require "helper"
+local ds = H.ds
 
 local bin = H.root .. "/build/bin/deepsigns"
 
@@ -62,6 +63,59 @@ describe("the deepsigns interpreter", function()
     assert.is_not_nil(hf)
     assert.matches("x = 1 +\n41", hf:read("a"), 1, true)
     hf:close()
+  end)
+
+  it("prints its usage on stdout with -h, and names an unknown option", function()
+    local out, code = run(bin .. " -h 2>/dev/null")
+    assert.equal(0, code)
+    assert.matches("^usage: deepsigns %[options%] %[script.lua %[args...%]%]", out)
+    assert.matches("%-e 'chunk'", out)
+    assert.matches("Ctrl%-C", out)
+    local err, code2 = run(bin .. " -x")
+    assert.is_not.equal(0, code2)
+    assert.matches("deepsigns: unknown option '%-x' %(deepsigns %-h lists the options%)", err)
+  end)
+
+  it("binds help, which prints the reference", function()
+    local out, code = run(bin .. " -e " .. q("help(ds.manual_seed)"))
+    assert.equal(0, code)
+    assert.matches("Seeds the one generator", out)
+  end)
+
+  -- a long training in the background, and Ctrl-C (SIGINT) after `after` seconds
+  local TRAINING = 'local d = ds.data.Dataset{x = ds.rand(20000, 64), y = ds.zeros(20000), classes = 2}; ' ..
+    'ds.train{model = ds.models.mlp{64, 256, 2}, data = d, epochs = 500, progress = false, checkpoint = CK}'
+  local function interrupted(cmd, after)
+    return run(string.format("sh -c %s", q(cmd .. " & pid=$!; sleep " .. after .. "; kill -INT $pid; wait $pid")))
+  end
+
+  it("stops a training at a batch boundary on Ctrl-C; the REPL keeps its session", function()
+    local dir = H.tmpdir()
+    local f = assert(io.open(dir .. "/in.txt", "w"))
+    f:write("CK = '" .. dir .. "/ck.safetensors'\n", TRAINING, "\nprint('still here')\n")
+    f:close()
+    local out = interrupted("HOME=" .. dir .. " " .. bin .. " < " .. dir .. "/in.txt", 3)
+    assert.matches("train: interrupted at epoch %d+, batch %d+", out)
+    assert.matches("still here", out)
+    -- the checkpoint holds whole epochs, and no temporary file is left beside it
+    local tensors, md = ds.load(dir .. "/ck.safetensors")
+    assert.is_true(tonumber(md.epoch) >= 1)
+    assert.is_table(tensors)
+    for name in require("lfs").dir(dir) do assert.is_nil(name:match("%.tmp%-"), name) end
+  end)
+
+  it("stops a script on Ctrl-C with a clear message", function()
+    local dir = H.tmpdir()
+    local f = assert(io.open(dir .. "/s.lua", "w"))
+    f:write("CK = nil\n", TRAINING, "\n")
+    f:close()
+    local out, code = interrupted(bin .. " " .. dir .. "/s.lua", 2)
+    assert.is_not.equal(0, code)
+    assert.matches("deepsigns: train: interrupted at epoch %d+, batch %d+", out)
+    -- outside a training the chunk stops at once
+    local out2, code2 = interrupted(bin .. " -e " .. q("while true do end"), 1)
+    assert.is_not.equal(0, code2)
+    assert.matches("interrupted", out2)
   end)
 
   it("completes names with tab (ds.nn.Li -> ds.nn.Linear)", function()

@@ -24,6 +24,8 @@ describe("deepsigns tensors", function()
     assert.same({{1, 1}}, ds.ones(1, 2):totable())
     assert.same({{2.5, 2.5}}, ds.full({1, 2}, 2.5):totable())
     assert.same({1, 2, 3}, ds.arange(3):totable())
+    assert.has_error(function() ds.tensor({1}, {requires_gard = true}) end,
+      "tensor: unknown option 'requires_gard' (did you mean 'requires_grad'?) (options: requires_grad)")
   end)
 
   it("supports element access with 1-based indices", function()

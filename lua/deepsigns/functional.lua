@@ -98,6 +98,8 @@ end
 
 --- The mean cross-entropy of logits (B x C) against class ids (B, 0-based) or soft
 -- targets (B x C), softmax and loss fused.
+-- @param logits
+-- @param labels
 -- @tparam[opt] table opts {label_smoothing = 0}
 -- @raise for a label that is no class id, naming the row
 -- @usage local loss = ds.nn.cross_entropy(model(x), y)

@@ -113,7 +113,8 @@ local RUN_OPTIONS = {"model", "test", "data", "attack", "strengths", "wb_key", "
 -- theta, bb_p_value, bb_owned, bb_attack_success, attack_seconds}
 -- @usage local rows = ds.robustness{model = m, test = test, data = train, attack = "prune",
 --   strengths = {0.5, 0.9}, wb_key = key, options = {retrain = {data = train, epochs = 3}}}
-function RB.run(cfg)
+function RB.run(opts)
+  local cfg = opts
   if type(cfg) == "table" then U.check_options("robustness", cfg, RUN_OPTIONS) end
   if type(cfg) ~= "table" or type(cfg.model) ~= "table" then error("robustness: option 'model' must be a model", 2) end
   if not (cfg.test and cfg.test.x) then error("robustness: option 'test' must be a data set", 2) end

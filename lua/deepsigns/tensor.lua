@@ -505,7 +505,8 @@ function T.tensor(data, opts)
   if is_tensor(data) then t = core.tensor.clone(data)
   elseif type(data) == "number" or type(data) == "table" then t = core.tensor.from_table(data)
   else error("tensor: expects a number, a (nested) table of numbers or a tensor, got " .. type(data), 2) end
-  if opts and opts.requires_grad then M.requires_grad(t, true) end
+  opts = U.check_options("tensor", opts, {"requires_grad"})
+  if opts.requires_grad then M.requires_grad(t, true) end
   return t
 end
 --- A tensor of zeros of the given sizes (ds.zeros(2, 3) or ds.zeros{2, 3}).
