@@ -50,7 +50,7 @@ INTERP   := $(BUILD)/bin/deepsigns
 ALL_CFLAGS = $(CFLAGS) $(ARCH_FLAGS) $(DS_CFLAGS) $(SAN) $(LUA_CFLAGS) $(BLAS_CFLAGS)
 
 .SECONDARY:
-.PHONY: all deps test test-slow test-asan fuzz demo bench doc install clean
+.PHONY: all deps test test-slow test-slurm test-asan fuzz demo bench doc install clean
 all: $(MODULE) $(INTERP)
 
 $(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
@@ -77,10 +77,16 @@ TEST_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec
            LUA_CPATH="$(CURDIR)/$(BUILD)/lib/?.so;;" DEEPSIGNS_BIN="$(CURDIR)/$(BUILD)/bin/deepsigns"
 test: deps
 	@$(MAKE) --no-print-directory all
-	@$(TEST_ENV) sh .ci/busted.sh $(LUA) $(BUSTED) --exclude-tags=slow spec
+	@$(TEST_ENV) sh .ci/busted.sh $(LUA) $(BUSTED) --exclude-tags=slow,slurm spec
 
 test-slow: deps all
 	@$(TEST_ENV) sh .ci/busted.sh $(LUA) $(BUSTED) --tags=slow spec
+
+# A real sweep on a one-node Slurm cluster the spec starts and stops (as root).
+test-slurm: deps
+	@sh .ci/deps.sh slurm
+	@$(MAKE) --no-print-directory all
+	@$(TEST_ENV) sh .ci/busted.sh $(LUA) $(BUSTED) --tags=slurm spec
 
 # The suite once more with AddressSanitizer and UBSan: the instrumented
 # interpreter runs busted itself, so the module and Lua share one runtime.
@@ -90,7 +96,7 @@ test-asan: deps
 	@LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
 	 LUA_CPATH="$(CURDIR)/build-asan/lib/?.so;;" ASAN_OPTIONS=detect_leaks=1 \
 	 LSAN_OPTIONS=suppressions=$(CURDIR)/.ci/lsan.supp:print_suppressions=0 \
-	 sh .ci/busted.sh build-asan/bin/deepsigns $(BUSTED) --exclude-tags=slow spec
+	 sh .ci/busted.sh build-asan/bin/deepsigns $(BUSTED) --exclude-tags=slow,slurm spec
 
 # libFuzzer harnesses (clang), each run for FUZZ_SECONDS on a copy of its seed corpus,
 # under ASan + UBSan; findings go to build-fuzz/artifacts/.

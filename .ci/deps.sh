@@ -2,7 +2,7 @@
 # Checks that what deepsigns needs is there - commands, pkg-config entries, headers,
 # Lua modules, the Fashion-MNIST files - whatever installed it. Only when something is
 # missing: installs the Debian packages that provide it (as root, with apt-get), or
-# prints the exact command and stops.
+# prints the exact command and stops. `deps.sh slurm` also checks the Slurm daemons.
 missing=""
 need() { # need "what" "debian package(s)" test...
   what=$1 pkgs=$2
@@ -39,6 +39,12 @@ need "gnuplot" gnuplot-nox has gnuplot
 need "LDoc (make doc)" lua-ldoc has ldoc
 need "the Fashion-MNIST files" dataset-fashion-mnist \
   any_file /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte
+if [ "$1" = slurm ]; then # make test-slurm: a one-node cluster
+  need "munged" munge has munged
+  need "slurmctld" slurmctld has slurmctld
+  need "slurmd" slurmd has slurmd
+  need "the Slurm commands (sbatch, squeue, scontrol)" slurm-client has sbatch
+fi
 
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -319,6 +319,22 @@ static void repl(lua_State *L) {
   if (hist[0]) write_history(hist);
 }
 
+/* `deepsigns sweep ...`: require("deepsigns.sweep").cli{args after "sweep"}; the exit
+ * status is 1 when it raises or returns false. */
+static int run_sweep_command(lua_State *L, char **argv, int argc) {
+  create_arg(L, argv, argc, 1);
+  const char *chunk = "return require('deepsigns.sweep').cli({...})";
+  int status = luaL_loadbuffer(L, chunk, strlen(chunk), "=sweep");
+  if (status == LUA_OK) {
+    for (int i = 2; i < argc; i++) lua_pushstring(L, argv[i]);
+    status = docall(L, argc - 2, 1);
+  }
+  if (status != LUA_OK) return report(L, status) != LUA_OK;
+  int ok = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return !ok;
+}
+
 static void usage(FILE *out) {
   fprintf(out,
           "usage: deepsigns [options] [script.lua [args...]]\n"
@@ -332,6 +348,8 @@ static void usage(FILE *out) {
           "  deepsigns script.lua [args]  runs a script; arg and ... hold its arguments, as in lua\n"
           "  deepsigns - [args]           runs the script on standard input\n"
           "  deepsigns -e 'chunk'         runs a chunk of Lua\n"
+          "  deepsigns sweep status SPEC  a sweep's finished, failed, running and remaining jobs\n"
+          "                               (also: sweep run|merge|job SPEC; deepsigns sweep -h)\n"
           "  deepsigns -v, --version      prints the version\n"
           "  deepsigns -h, --help         prints this help\n"
           "\n"
@@ -373,6 +391,8 @@ int main(int argc, char **argv) {
       if (status == LUA_OK) status = docall(L, 0, 0);
       status = report(L, status) != LUA_OK;
     }
+  } else if (argc > 1 && strcmp(argv[1], "sweep") == 0) {
+    status = run_sweep_command(L, argv, argc);
   } else if (argc > 1) {
     status = run_script(L, argv, argc, 1) != LUA_OK;
   } else {

@@ -18,6 +18,7 @@ function M.get(opts)
   local K = opts.K or 20
   local tag = string.format("%s/owner_%s_%s_%s_K%d_e%d_s%d", dir, ds.version,
     opts.cifar and "cifar" or (opts.mnist and "mnist" or "fashion"), opts.model or "default", K, opts.epochs, opts.seed)
+  if opts.train_size then tag = tag .. "_n" .. opts.train_size end
   local files = {model = tag .. "_marked.safetensors", base = tag .. "_unmarked.safetensors",
     wb = tag .. "_wb_key.safetensors", bb = tag .. "_bb_key.safetensors"}
   local r = {train = train, test = test, new_model = new_model, layer = layer, what = what}

@@ -262,9 +262,14 @@ end
       fh:close()
       local partial = dir .. "/b.jsonl"
       fh = io.open(partial, "w"); fh:write(table.concat(kept, "\n") .. "\n"); fh:close()
-      local ran = 0
-      local resumed = ds.sweep(spec(partial, {progress = true, log = function() ran = ran + 1 end}))
+      local ran, said = 0, {}
+      local resumed = ds.sweep(spec(partial, {progress = true, log = function(m)
+        said[#said + 1] = m
+        if m:match("^sweep: %d+/10 done") then ran = ran + 1 end
+      end}))
       assert.equal(6, ran)
+      assert.matches("4 of 10 jobs already done, 6 to run", said[1], 1, true)
+      assert.matches("^sweep: 10/10 done, %d+s elapsed %- ", said[#said])
       assert.same(strip(rows), strip(resumed))
       -- two worker processes
       local par = ds.sweep(spec(dir .. "/c.jsonl", {workers = 2}))
@@ -283,7 +288,7 @@ end
       local slurm = io.open(files.slurm):read("a")
       assert.matches("#SBATCH --array=1-10", slurm, 1, true)
       local csv = io.open(dir .. "/d.csv"):read("a")
-      assert.matches("^attack,strength,seed,accuracy", csv)
+      assert.matches("^attack,strength,seed,status,accuracy", csv)
     end)
   end)
 
@@ -313,7 +318,7 @@ end
     local rows = ds.sweep{setups = {{name = "wb16", path = paths.wb16}, {name = "bb", path = paths.bb}},
       attacks = {{name = "prune", strengths = {0.1, 0.5}}}, out = dir .. "/s.jsonl", progress = false}
     assert.equal(4, #rows)
-    assert.equal("wb16|prune|0.1|1", rows[1].id)
+    assert.equal("attack=prune,seed=1,setup=wb16,strength=0.1", rows[1].id)
     assert.equal("wb16", rows[1].setup)
     assert.is_number(rows[1].ber)
     assert.equal("bb", rows[3].setup)

@@ -50,6 +50,18 @@ describe("examples on files in the real formats", function()
     assert.matches("| black%-box K = 4 |", out)
   end)
 
+  it("the paper's studies as sweeps: capacity, overhead, robustness", function()
+    local out = run("examples/sweeps.lua --train-size 3000 --epochs 3 --seeds 1 --out " .. dir .. "/sweeps")
+    assert.matches("| 16 | 0.0000 | 0.0000 |", out, 1, true)
+    assert.matches("| paper | ", out, 1, true)
+    assert.matches("| prune | 0.5 | 1 |", out, 1, true)
+    local st = ds.sweep_status(dir .. "/sweeps/sweep_robustness.jsonl")
+    assert.equal(st.total, st.finished)
+    -- run again: every sweep resumes with nothing left to do
+    out = run("examples/sweeps.lua --study capacity --train-size 3000 --epochs 3 --seeds 1 --out " .. dir .. "/sweeps")
+    assert.matches("7 of 7 jobs already done, 0 to run", out, 1, true)
+  end)
+
   it("white-box defaults embed 32 bits in one class and 64 in two at BER 0 in both formats", function()
     local out = run("examples/whitebox_defaults.lua --sets mnist,cifar --seeds 1 --train-size 2000 --test-size 1000 "
       .. "--epochs 10 --cifar-model mlp --out " .. big)

@@ -1,6 +1,9 @@
 /* Binding of the process and machine (core.sys): clocks, memory, threads, terminals,
- * file syncing and hashing, and the raw GEMM rate the benchmark compares against. */
+ * file syncing and hashing, process ids, and the raw GEMM rate the benchmark compares
+ * against. */
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -108,7 +111,43 @@ static int l_request_interrupt(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg fns[] = {{"bench_raw_sgemm", l_bench_raw_sgemm}, {"clock", l_clock}, {"peak_rss", l_peak_rss},
+/* pid() -> this process's id; hostname() -> the machine's name (sweep markers) */
+static int l_pid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getpid());
+  return 1;
+}
+
+static int l_hostname(lua_State *L) {
+  char name[256] = {0};
+  if (gethostname(name, sizeof name - 1) != 0) strcpy(name, "unknown");
+  lua_pushstring(L, name);
+  return 1;
+}
+
+/* alive(pid) -> whether a process with that id runs on this machine (a zombie counts
+ * as gone) */
+static int l_alive(lua_State *L) {
+  lua_Integer pid = luaL_checkinteger(L, 1);
+  if (pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno != EPERM)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  char path[64], state = 0;
+  snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
+  FILE *f = fopen(path, "r");
+  if (f) {
+    int c, close_paren = 0;
+    while ((c = fgetc(f)) != EOF) { /* the state follows the last ')' of the command name */
+      if (c == ')') close_paren = 1;
+      else if (close_paren && c != ' ') { state = (char)c; close_paren = 0; }
+    }
+    fclose(f);
+  }
+  lua_pushboolean(L, state != 'Z' && state != 'X');
+  return 1;
+}
+
+static const luaL_Reg fns[] = {{"pid", l_pid}, {"hostname", l_hostname}, {"alive", l_alive},{"bench_raw_sgemm", l_bench_raw_sgemm}, {"clock", l_clock}, {"peak_rss", l_peak_rss},
                                {"rss", l_rss}, {"isatty", l_isatty}, {"memory", l_memory},
                                {"set_num_threads", l_set_num_threads}, {"get_num_threads", l_get_num_threads},
                                {"fsync", l_fsync}, {"sha256", l_sha256}, {"defer_interrupts", l_defer_interrupts},

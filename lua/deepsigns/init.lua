@@ -104,7 +104,8 @@ local lazy = {nn = "deepsigns.nn", optim = "deepsigns.optim", functional = "deep
   data = "deepsigns.data", models = "deepsigns.models", safetensors = "deepsigns.safetensors",
   watermark = "deepsigns.watermark", attacks = "deepsigns.attacks", report = "deepsigns.report",
   stats = "deepsigns.stats", robustness = {"deepsigns.robustness", "run"},
-  robustness_verdicts = {"deepsigns.robustness", "verdicts"}, sweep = {"deepsigns.sweep", "run"}}
+  robustness_verdicts = {"deepsigns.robustness", "verdicts"}, sweep = {"deepsigns.sweep", "run"},
+  sweep_status = {"deepsigns.sweep", "status"}}
 
 return setmetatable(ds, {
   __keys = lazy, -- for the REPL's tab completion and help(ds)

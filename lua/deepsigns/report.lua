@@ -4,13 +4,18 @@ local U = require "deepsigns.util"
 
 local R = {}
 
-local function columns(rows)
-  local seen, cols = {}, {}
-  local first = {"setup", "attack", "strength", "seed", "accuracy", "accuracy_drop", "ber", "wb_p_value", "wb_detected",
+local KNOWN = {"setup", "attack", "strength", "seed", "accuracy", "accuracy_drop", "ber", "wb_p_value", "wb_detected",
     "wb_detected_paper", "wb_attack_success", "wb_attack_success_paper", "mismatches", "theta", "bb_p_value", "bb_owned",
     "bb_attack_success", "attack_seconds"}
-  for _, c in ipairs(first) do
-    for _, r in ipairs(rows) do if r[c] ~= nil then cols[#cols + 1] = c; seen[c] = true; break end end
+
+local function columns(rows, lead)
+  local seen, cols = {}, {}
+  for _, list in ipairs {lead or {}, KNOWN} do
+    for _, c in ipairs(list) do
+      for _, r in ipairs(rows) do
+        if not seen[c] and r[c] ~= nil then cols[#cols + 1] = c; seen[c] = true end
+      end
+    end
   end
   local extra = {}
   for _, r in ipairs(rows) do for k in pairs(r) do if not seen[k] then seen[k] = true; extra[#extra + 1] = k end end end
@@ -27,15 +32,16 @@ local function cell(v)
   return s
 end
 
---- Result rows as CSV: the known columns first (setup, attack, strength, seed, accuracy,
--- the marks' scores and verdicts), then the others sorted. Written to path (atomically)
--- when given; returns the text.
+--- Result rows as CSV: the lead columns when given, then the known ones (setup, attack,
+-- strength, seed, accuracy, the marks' scores and verdicts), then the others sorted.
+-- Written to path (atomically) when given; returns the text.
 -- @tparam table rows a list of tables (e.g. ds.robustness's rows)
 -- @tparam[opt] string path
+-- @tparam[opt] table lead column names to put first (e.g. a sweep's parameters)
 -- @usage ds.report.csv(rows, "results/prune.csv")
-function R.csv(rows, path)
+function R.csv(rows, path, lead)
   if type(rows) ~= "table" then error("report.csv: expects a list of rows", 2) end
-  local cols = columns(rows)
+  local cols = columns(rows, lead)
   local lines = {table.concat(cols, ",")}
   for _, r in ipairs(rows) do
     local t = {}
@@ -47,10 +53,22 @@ function R.csv(rows, path)
   return text
 end
 
+-- A row as one line of JSON with its keys in sorted order, so the same rows always
+-- give the same file.
+local function encode_row(r)
+  if type(r) ~= "table" or next(r) == nil or r[1] ~= nil then return cjson.encode(r) end
+  local keys = {}
+  for k in pairs(r) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  local parts = {}
+  for i, k in ipairs(keys) do parts[i] = cjson.encode(k) .. ":" .. cjson.encode(r[k]) end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
 --- Result rows as JSON lines, one row a line; written to path when given; returns the text.
 function R.jsonl(rows, path)
   local lines = {}
-  for i, r in ipairs(rows) do lines[i] = cjson.encode(r) end
+  for i, r in ipairs(rows) do lines[i] = encode_row(r) end
   local text = table.concat(lines, "\n") .. (#lines > 0 and "\n" or "")
   if path then require("deepsigns.safetensors").write_atomic(path, text) end
   return text

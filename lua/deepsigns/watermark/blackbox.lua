@@ -294,6 +294,23 @@ local function select_keys(keys, cx, cy, eligible, margin, cap, nkeys, by_margin
   end
 end
 
+-- Drops the keys found in earlier rounds that the model, trained again since, no
+-- longer answers as chosen; returns how many it dropped.
+local function drop_forgotten(model, keys)
+  if #keys.y == 0 then return 0 end
+  local margin = margins(model, T.cat(keys.x, 1), keys.y)
+  local kept = {x = {}, y = {}, per_class = {}}
+  for i, c in ipairs(keys.y) do
+    if margin[i] > 0 then
+      kept.x[#kept.x + 1], kept.y[#kept.y + 1] = keys.x[i], c
+      kept.per_class[c] = (kept.per_class[c] or 0) + 1
+    end
+  end
+  local dropped = #keys.y - #kept.y
+  keys.x, keys.y, keys.per_class = kept.x, kept.y, kept.per_class
+  return dropped
+end
+
 local function per_class_text(per_class, classes)
   local parts = {}
   for c = 0, classes - 1 do parts[#parts + 1] = c .. ":" .. (per_class[c] or 0) end
@@ -317,7 +334,7 @@ BB.EMBED = {
 -- trains the model on the data and the candidates (the paper's 2-epoch fine-tune of a
 -- trained model, or a whole training of a fresh one), and keeps as keys the candidates
 -- the model now answers as chosen and no null model does, largest margin first, at
--- most ceil(2K/C) per class; more rounds draw more candidates until K are found.
+-- most max(2, ceil(2K/C)) per class; more rounds draw more candidates until K are found.
 -- @tparam table opts
 -- @param opts.model the model to mark
 -- @param opts.data its training data
@@ -361,7 +378,7 @@ function BB.keygen(opts)
   end
   local select = opts.select or "margin"
   if select ~= "margin" and select ~= "first" then error('blackbox.keygen: select must be "margin" or "first"', 2) end
-  local cap = math.ceil(2 * nkeys / C)
+  local cap = math.max(2, math.ceil(2 * nkeys / C))
   if cap * C < nkeys then error("blackbox.keygen: K is too large for the classes", 2) end
   local probe = {K = nkeys, classes = C, input_shape = data:input_shape(), inputs = core.tensor.narrow(data.x, 1, 1, 1)}
   check_model(probe, model, "blackbox.keygen: the model")
@@ -375,7 +392,7 @@ function BB.keygen(opts)
   local t0 = core.sys.clock()
   local ok, res = pcall(function()
     local keys = {x = {}, y = {}, per_class = {}}
-    local eligible_total = 0
+    local eligible_total, forgotten = 0, 0
     for round = 1, rounds do
       local x = candidates(opts.source or "uniform", ncand, data)
       local open = {} -- the classes that can still take keys
@@ -390,8 +407,9 @@ function BB.keygen(opts)
         local cand = D.Dataset{x = cx, y = core.tensor.from_table(cy), classes = C, name = "candidates"}
         local parts = {data}
         for _ = 1, repeats do parts[#parts + 1] = cand end
-        if #keys.y > 0 then -- keep the keys found so far marked
-          parts[#parts + 1] = D.Dataset{x = T.cat(keys.x, 1), y = core.tensor.from_table(keys.y), classes = C, name = "keys"}
+        if #keys.y > 0 then -- keep the keys found so far marked: shown as often as the candidates
+          local found = D.Dataset{x = T.cat(keys.x, 1), y = core.tensor.from_table(keys.y), classes = C, name = "keys"}
+          for _ = 1, repeats do parts[#parts + 1] = found end
         end
         local opt, schedule = opts.optimizer, nil
         if type(opt) == "function" then
@@ -405,6 +423,7 @@ function BB.keygen(opts)
         train.train{model = model, data = D.concat(parts, "owner+candidates"), epochs = epochs,
           batch_size = opts.batch_size or 128, optimizer = opt, schedule = schedule, regularizers = opts.regularizers,
           progress = opts.progress or false, log = opts.log}
+        forgotten = forgotten + drop_forgotten(model, keys)
         local margin = margins(model, cx, cy)
         local nulls = {}
         for k, nm in ipairs(null_models) do nulls[k] = predict(nm, cx) end
@@ -422,9 +441,9 @@ function BB.keygen(opts)
     end
     if #keys.y < nkeys then
       error(string.format("blackbox.keygen: found only %d of %d keys in %d rounds of %d candidates (%d answered as "
-        .. "chosen by the marked model and by no null model; per class: %s; at most %d per class are taken); allow "
-        .. "more rounds, candidates or epochs, or ask for fewer keys", #keys.y, nkeys, rounds, ncand, eligible_total,
-        per_class_text(keys.per_class, C), cap), 0)
+        .. "chosen by the marked model and by no null model; per class: %s; at most %d per class are taken; %d "
+        .. "forgotten by later rounds); allow more rounds, candidates or epochs, or ask for fewer keys", #keys.y, nkeys,
+        rounds, ncand, eligible_total, per_class_text(keys.per_class, C), cap, forgotten), 0)
     end
     return {x = T.cat(keys.x, 1), y = keys.y}
   end)
