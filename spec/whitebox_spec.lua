@@ -221,6 +221,19 @@ describe("white-box watermark", function()
     end)
   end
 
+  it("embeds stably with 1, 2 and 4 target classes (paper variant, default strengths)", function()
+    for _, targets in ipairs {{2}, {0, 3}, {0, 1, 2, 3}} do
+      ds.manual_seed(31)
+      local marked = small_model(20, 4)
+      local key = wb.keygen{model = marked, layer = "fc2", data = data, bits = 32, targets = targets, seed = 6}
+      local rows = fit(marked, data, key)
+      local r = wb.extract(marked, key)
+      assert.equal(0, r.ber, #targets .. " target(s)")
+      assert.is_true(ds.evaluate(marked, data).accuracy > 0.9, #targets .. " target(s)")
+      for _, row in ipairs(rows) do assert.is_true(row.loss == row.loss and row.loss < 10, "loss " .. row.loss) end
+    end
+  end)
+
   it("embeds with the reference variant: the centres carry the bits, the activations follow", function()
     ds.manual_seed(21)
     local marked = small_model(20, 4)
