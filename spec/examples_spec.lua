@@ -35,19 +35,19 @@ describe("examples on files in the real formats", function()
   end)
 
   it("paper tables: MNIST-format with the paper CNN", function()
-    local out = run("examples/paper_tables.lua --mnist " .. mnist .. " --model cnn --epochs 2 --K 4 --out " .. dir)
+    local out = run("examples/paper_tables.lua --mnist " .. mnist .. " --model cnn --epochs 2 --K 6 --out " .. dir)
     assert.matches("MNIST, paper CNN", out)
     assert.matches("| white%-box N = 4 |", out)
     assert.matches("| white%-box N = 32 |", out)
-    assert.matches("| black%-box K = 4 |", out)
+    assert.matches("| black%-box K = 6 | [%d.]+%% | [+-][%d.]+ | 0 mism%.", out)
   end)
 
   it("paper tables: CIFAR-10-format with a Wide ResNet (white-box on block3, channel means)", function()
     local out = run("examples/paper_tables.lua --cifar " .. cifar .. " --model wrn --wrn-depth 10 --wrn-widen 1 "
-      .. "--epochs 2 --K 4 --out " .. dir)
+      .. "--epochs 2 --K 6 --out " .. dir)
     assert.matches("CIFAR%-10, Wide ResNet", out)
     assert.matches("white%-box in layer block3", out)
-    assert.matches("| black%-box K = 4 |", out)
+    assert.matches("| black%-box K = 6 |", out)
   end)
 
   it("the paper's studies as sweeps: capacity, overhead, robustness", function()

@@ -277,12 +277,14 @@ local function margins(model, x, labels)
 end
 
 -- Keys from the eligible candidates (answered as chosen by the marked model, by no null
--- model), in order of margin, at most `cap` per class: appended to keys.
-local function select_keys(keys, cx, cy, eligible, margin, cap, nkeys, by_margin)
+-- model), in order of margin, at most `cap` per class: {x = rows, y = labels, per_class,
+-- from = the candidates' indices}.
+local function select_keys(cx, cy, eligible, margin, cap, nkeys, by_margin)
   table.sort(eligible, function(a, b)
     if by_margin and margin[a] ~= margin[b] then return margin[a] > margin[b] end
     return a < b
   end)
+  local keys = {x = {}, y = {}, per_class = {}, from = {}}
   for _, i in ipairs(eligible) do
     if #keys.y >= nkeys then break end
     local c = cy[i]
@@ -290,25 +292,25 @@ local function select_keys(keys, cx, cy, eligible, margin, cap, nkeys, by_margin
       keys.per_class[c] = (keys.per_class[c] or 0) + 1
       keys.x[#keys.x + 1] = core.tensor.narrow(cx, 1, i, 1)
       keys.y[#keys.y + 1] = c
+      keys.from[#keys.from + 1] = i
     end
   end
+  return keys
 end
 
--- Drops the keys found in earlier rounds that the model, trained again since, no
--- longer answers as chosen; returns how many it dropped.
-local function drop_forgotten(model, keys)
-  if #keys.y == 0 then return 0 end
-  local margin = margins(model, T.cat(keys.x, 1), keys.y)
-  local kept = {x = {}, y = {}, per_class = {}}
-  for i, c in ipairs(keys.y) do
-    if margin[i] > 0 then
-      kept.x[#kept.x + 1], kept.y[#kept.y + 1] = keys.x[i], c
-      kept.per_class[c] = (kept.per_class[c] or 0) + 1
-    end
+-- The candidates the marked model answers as chosen and no null model does, and each
+-- one's margin.
+local function eligible_of(model, null_models, x, y)
+  local margin = margins(model, x, y)
+  local nulls = {}
+  for k, nm in ipairs(null_models) do nulls[k] = predict(nm, x) end
+  local eligible = {}
+  for i = 1, #y do
+    local fooled = margin[i] <= 0
+    for k = 1, #null_models do if nulls[k][i] == y[i] then fooled = true end end
+    if not fooled then eligible[#eligible + 1] = i end
   end
-  local dropped = #keys.y - #kept.y
-  keys.x, keys.y, keys.per_class = kept.x, kept.y, kept.per_class
-  return dropped
+  return eligible, margin
 end
 
 local function per_class_text(per_class, classes)
@@ -378,7 +380,7 @@ function BB.keygen(opts)
   end
   local select = opts.select or "margin"
   if select ~= "margin" and select ~= "first" then error('blackbox.keygen: select must be "margin" or "first"', 2) end
-  local cap = math.max(2, math.ceil(2 * nkeys / C))
+  local cap = math.ceil(2 * nkeys / C)
   if cap * C < nkeys then error("blackbox.keygen: K is too large for the classes", 2) end
   local probe = {K = nkeys, classes = C, input_shape = data:input_shape(), inputs = core.tensor.narrow(data.x, 1, 1, 1)}
   check_model(probe, model, "blackbox.keygen: the model")
@@ -392,6 +394,9 @@ function BB.keygen(opts)
   local t0 = core.sys.clock()
   local ok, res = pcall(function()
     local keys = {x = {}, y = {}, per_class = {}}
+    -- every key taken in some round: trained on in the later rounds and judged again after
+    -- each, so the keys returned are the ones the final model answers as chosen
+    local pool = {x = {}, y = {}}
     local eligible_total, forgotten = 0, 0
     for round = 1, rounds do
       local x = candidates(opts.source or "uniform", ncand, data)
@@ -407,8 +412,10 @@ function BB.keygen(opts)
         local cand = D.Dataset{x = cx, y = core.tensor.from_table(cy), classes = C, name = "candidates"}
         local parts = {data}
         for _ = 1, repeats do parts[#parts + 1] = cand end
-        if #keys.y > 0 then -- keep the keys found so far marked: shown as often as the candidates
-          local found = D.Dataset{x = T.cat(keys.x, 1), y = core.tensor.from_table(keys.y), classes = C, name = "keys"}
+        local npool = #pool.y
+        local pool_x = npool > 0 and T.cat(pool.x, 1) or nil
+        if npool > 0 then -- the keys of earlier rounds, shown as often as the candidates
+          local found = D.Dataset{x = pool_x, y = core.tensor.from_table(pool.y), classes = C, name = "keys"}
           for _ = 1, repeats do parts[#parts + 1] = found end
         end
         local opt, schedule = opts.optimizer, nil
@@ -423,18 +430,22 @@ function BB.keygen(opts)
         train.train{model = model, data = D.concat(parts, "owner+candidates"), epochs = epochs,
           batch_size = opts.batch_size or 128, optimizer = opt, schedule = schedule, regularizers = opts.regularizers,
           progress = opts.progress or false, log = opts.log}
-        forgotten = forgotten + drop_forgotten(model, keys)
-        local margin = margins(model, cx, cy)
-        local nulls = {}
-        for k, nm in ipairs(null_models) do nulls[k] = predict(nm, cx) end
-        local eligible = {}
-        for i = 1, #keep do
-          local fooled = margin[i] <= 0
-          for k = 1, #null_models do if nulls[k][i] == cy[i] then fooled = true end end
-          if not fooled then eligible[#eligible + 1] = i end
+        -- judge the earlier keys and the new candidates by the model as it is now
+        local jx, jy = cx, cy
+        if npool > 0 then
+          jx, jy = T.cat({pool_x, cx}, 1), {}
+          for i, c in ipairs(pool.y) do jy[i] = c end
+          for i, c in ipairs(cy) do jy[npool + i] = c end
         end
-        eligible_total = eligible_total + #eligible
-        select_keys(keys, cx, cy, eligible, margin, cap, nkeys, select == "margin")
+        local eligible, margin = eligible_of(model, null_models, jx, jy)
+        forgotten = npool
+        for _, i in ipairs(eligible) do
+          if i <= npool then forgotten = forgotten - 1 else eligible_total = eligible_total + 1 end
+        end
+        keys = select_keys(jx, jy, eligible, margin, cap, nkeys, select == "margin")
+        for k, i in ipairs(keys.from) do
+          if i > npool then pool.x[#pool.x + 1], pool.y[#pool.y + 1] = keys.x[k], keys.y[k] end
+        end
       end
       if type(opts.log) == "function" then opts.log(string.format("round %d: %d of %d keys", round, #keys.y, nkeys)) end
       if #keys.y >= nkeys then break end
@@ -442,7 +453,7 @@ function BB.keygen(opts)
     if #keys.y < nkeys then
       error(string.format("blackbox.keygen: found only %d of %d keys in %d rounds of %d candidates (%d answered as "
         .. "chosen by the marked model and by no null model; per class: %s; at most %d per class are taken; %d "
-        .. "forgotten by later rounds); allow more rounds, candidates or epochs, or ask for fewer keys", #keys.y, nkeys,
+        .. "taken earlier and forgotten since); allow more rounds, candidates or epochs, or ask for fewer keys", #keys.y, nkeys,
         rounds, ncand, eligible_total, per_class_text(keys.per_class, C), cap, forgotten), 0)
     end
     return {x = T.cat(keys.x, 1), y = keys.y}
