@@ -371,11 +371,14 @@ function AT.distill(teacher, student, data, opts)
 end
 
 local OVERWRITE_OPTIONS = {"scheme", "seed", "layer", "key", "bits", "ntargets", "variant", "keys_per_class", "epochs",
-  "lr", "batch_size", "K", "null_models", "p", "rounds", "fraction", "split_seed"}
+  "lr", "batch_size", "K", "null_models", "p", "rounds", "embed", "fraction", "split_seed"}
 
 --- Overwriting: the attacker embeds a fresh mark of the same scheme. Returns the
 -- attacked model and the attacker's key. opts: scheme ("whitebox"|"blackbox"),
 -- seed, layer (white-box; default the owner's key's), bits, K, epochs, and key options.
+-- A black-box overwrite follows the paper: the attacker fine-tunes his keys into the
+-- model (blackbox.keygen with embed = "finetune"; opts.embed = "training" retrains
+-- the model round after round, a stronger attack).
 function AT.overwrite(model, data, opts)
   check_model(model, "attacks.overwrite")
   opts = U.check_options("attacks.overwrite", opts, OVERWRITE_OPTIONS)
@@ -395,7 +398,7 @@ function AT.overwrite(model, data, opts)
   elseif scheme == "blackbox" then
     local bb = require "deepsigns.watermark.blackbox"
     local key = bb.keygen{model = m, data = d, K = opts.K or 20, seed = opts.seed or 4242, epochs = opts.epochs or 2,
-      null_models = opts.null_models, p = opts.p, rounds = opts.rounds}
+      null_models = opts.null_models, p = opts.p, rounds = opts.rounds, embed = opts.embed or "finetune"}
     return m, key
   end
   error('attacks.overwrite: scheme must be "whitebox" or "blackbox"', 2)
